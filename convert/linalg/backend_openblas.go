@@ -1,0 +1,49 @@
+//go:build cgo && openblas
+
+package linalg
+
+// #cgo pkg-config: openblas lapacke
+import "C"
+
+import (
+	"gonum.org/v1/gonum/blas/blas32"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/lapack/lapack64"
+	"gonum.org/v1/gonum/mat"
+	blasnetlib "gonum.org/v1/netlib/blas/netlib"
+	"gonum.org/v1/netlib/lapack/lapacke"
+	lapacknetlib "gonum.org/v1/netlib/lapack/netlib"
+)
+
+// backendName is what Backend reports in the OpenBLAS build.
+const backendName = "openblas"
+
+func init() {
+	blas64.Use(blasnetlib.Implementation{})
+	blas32.Use(blasnetlib.Implementation{})
+	lapack64.Use(lapacknetlib.Implementation{})
+}
+
+// svdThin computes the thin SVD of a (m x n, m, n >= 1) with LAPACKE Dgesdd
+// (divide and conquer, jobz = 'S'), row-major throughout.
+func svdThin(a *mat.Dense) (u *mat.Dense, s []float64, vt *mat.Dense, ok bool) {
+	m, n := a.Dims()
+	k := min(m, n)
+	work := mat.DenseCopyOf(a) // Dgesdd overwrites its input.
+	raw := work.RawMatrix()
+	s = make([]float64, k)
+	u = mat.NewDense(m, k, nil)
+	vt = mat.NewDense(k, n, nil)
+	ur, vr := u.RawMatrix(), vt.RawMatrix()
+	iwork := make([]int32, 8*k)
+	query := make([]float64, 1)
+	if !lapacke.Dgesdd('S', m, n, raw.Data, raw.Stride, s, ur.Data, ur.Stride, vr.Data, vr.Stride, query, -1, iwork) {
+		return nil, nil, nil, false
+	}
+	lwork := int(query[0])
+	buf := make([]float64, max(lwork, 1))
+	if !lapacke.Dgesdd('S', m, n, raw.Data, raw.Stride, s, ur.Data, ur.Stride, vr.Data, vr.Stride, buf, lwork, iwork) {
+		return nil, nil, nil, false
+	}
+	return u, s, vt, true
+}
