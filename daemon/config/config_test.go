@@ -1,0 +1,201 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadGood(t *testing.T) {
+	c, err := Load("testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := filepath.Abs("testdata")
+	if c.Path != filepath.Join(dir, "good.yaml") {
+		t.Errorf("Path = %q", c.Path)
+	}
+	// Relative paths resolve against the config file's directory.
+	if want := filepath.Join(dir, "state"); c.StateDir != want {
+		t.Errorf("StateDir = %q, want %q", c.StateDir, want)
+	}
+	if want := filepath.Join(dir, "secrets/hf_token"); c.Hub.TokenFile != want {
+		t.Errorf("TokenFile = %q, want %q", c.Hub.TokenFile, want)
+	}
+	if c.Concurrency != 3 || c.Retry.MaxAttempts != 4 || c.Retry.BackoffBase != 10*time.Second || c.Retry.BackoffMax != 5*time.Minute {
+		t.Errorf("scalars: %+v %+v", c.Concurrency, c.Retry)
+	}
+	if c.MinFreeDisk != 20<<30 {
+		t.Errorf("MinFreeDisk = %d, want 20GiB", c.MinFreeDisk)
+	}
+	if len(c.Tracks) != 2 {
+		t.Fatalf("tracks = %d", len(c.Tracks))
+	}
+	q := c.Tracks[0]
+	if q.Base.Revision != "main" {
+		t.Errorf("default base revision = %q", q.Base.Revision)
+	}
+	wantAdapters := []AdapterRef{
+		{Repo: "acme/qwen-math-lora", Revision: "main"},
+		{Repo: "acme/qwen-sql-lora", Revision: "v2"},
+		{Path: filepath.Join(dir, "adapters/local-one")},
+	}
+	if !reflect.DeepEqual(q.Adapters, wantAdapters) {
+		t.Errorf("adapters = %+v", q.Adapters)
+	}
+	if q.Follow.Discover == nil || q.Follow.Discover.Pattern != `^Qwen3\.5-` {
+		t.Errorf("discover = %+v", q.Follow.Discover)
+	}
+	if !reflect.DeepEqual(q.Convert, ConvertConfig{LayerMap: "linear", Transfer: "auto", HeadTransfer: "gram", InputMap: "pinv"}) {
+		t.Errorf("convert = %+v", q.Convert)
+	}
+	if !q.Target.Private || q.Target.Owner != "acme-migrated" {
+		t.Errorf("target = %+v", q.Target)
+	}
+	// Defaults survive for keys the file does not set.
+	if c.Tracks[1].Convert.LayerMap != "cka" || c.Log.Level != "info" {
+		t.Errorf("defaults lost: %+v %+v", c.Tracks[1].Convert, c.Log)
+	}
+}
+
+// The root config.yaml is the documented example of every key: it must load.
+func TestRootExampleLoads(t *testing.T) {
+	if _, err := os.Stat("../../config.yaml"); err != nil {
+		t.Fatalf("root config.yaml missing: %v", err)
+	}
+	if _, err := Load("../../config.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadConfigs(t *testing.T) {
+	cases := map[string]string{
+		"literal-token":        "hub.token: a literal token is not allowed",
+		"unknown-key":          "'tracks[0].adapters[0]' has invalid keys: revison",
+		"unknown-top":          "top level has invalid keys: schedul",
+		"bad-adapter-repo":     "tracks[1].adapters[0].repo: want owner/name",
+		"bad-schedule":         "schedule: invalid spec",
+		"bad-duration":         "backoff_base",
+		"bad-size":             "unknown unit",
+		"two-targets":          "tracks[0].target: set exactly one of",
+		"follow-nothing":       "tracks[0].follow: nothing to follow",
+		"follow-commit-pinned": "tracks[0].follow.commits: base.revision",
+		"bad-pattern":          "tracks[0].follow.discover.pattern: invalid regular expression",
+		"local-pr":             "tracks[0].target.pr: local and drop-in adapters",
+		"local-no-owner":       "tracks[0].target.owner",
+		"unknown-placeholder":  "tracks[0].target.repo_template: unknown placeholder {owner}",
+		"dup-track":            "tracks[1].name: duplicate track name",
+		"bad-enum":             `tracks[0].convert.head_transfer: must be one of lstsq, gram, got "magic"`,
+		"explicit-no-layers":   "tracks[0].convert.layers",
+		"no-tracks":            "tracks: at least one track",
+		"concurrency-zero":     "concurrency: must be between 1 and 64",
+		"backoff-inverted":     "retry.backoff_max",
+		"not-yaml":             "parse YAML",
+	}
+	files, _ := filepath.Glob("testdata/*.bad.yaml")
+	if len(files) != len(cases) {
+		t.Errorf("%d bad files but %d cases: keep the table and testdata in sync", len(files), len(cases))
+	}
+	for name, want := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join("testdata", name+".bad.yaml")
+			c, err := Load(path)
+			if err == nil {
+				t.Fatalf("Load(%s) = %+v, want an error containing %q", path, c, want)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q\ndoes not contain %q", err, want)
+			}
+			if !strings.Contains(err.Error(), name+".bad.yaml") {
+				t.Errorf("error %q does not name the file", err)
+			}
+		})
+	}
+}
+
+func TestLiteralTokenNotEchoed(t *testing.T) {
+	_, err := Load("testdata/literal-token.bad.yaml")
+	if err == nil || strings.Contains(err.Error(), "hf_abcdef") {
+		t.Fatalf("error must reject and not echo the token: %v", err)
+	}
+}
+
+func TestResolveToken(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tok")
+	os.WriteFile(file, []byte("hf_fromfile\n"), 0o600)
+	creds := filepath.Join(dir, "creds")
+	os.Mkdir(creds, 0o700)
+	os.WriteFile(filepath.Join(creds, "hf_token"), []byte("  hf_fromcred  \n"), 0o600)
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+	cases := []struct {
+		name      string
+		tokenFile string
+		env       map[string]string
+		want      string
+		source    string
+	}{
+		{"file wins", file, map[string]string{"CREDENTIALS_DIRECTORY": creds, "HF_TOKEN": "hf_env"}, "hf_fromfile", "file " + file},
+		{"credential next", "", map[string]string{"CREDENTIALS_DIRECTORY": creds, "HF_TOKEN": "hf_env"}, "hf_fromcred", "systemd credential hf_token"},
+		{"credential dir without hf_token", "", map[string]string{"CREDENTIALS_DIRECTORY": dir + "/none", "HF_TOKEN": "hf_env"}, "hf_env", "environment HF_TOKEN"},
+		{"none", "", map[string]string{}, "", "none"},
+	}
+	for _, tc := range cases {
+		c := &Config{Hub: Hub{TokenFile: tc.tokenFile}}
+		tok, src, err := c.ResolveToken(env(tc.env))
+		if err != nil || tok != tc.want || string(src) != tc.source {
+			t.Errorf("%s: got (%q, %q, %v), want (%q, %q)", tc.name, tok, src, err, tc.want, tc.source)
+		}
+	}
+	c := &Config{Hub: Hub{TokenFile: filepath.Join(dir, "missing")}}
+	if _, _, err := c.ResolveToken(env(nil)); err == nil || !strings.Contains(err.Error(), "hub.token_file") {
+		t.Errorf("missing token file: %v", err)
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	cases := map[string]ByteSize{"1024": 1024, "1KiB": 1024, "1kb": 1000, "1.5GiB": 3 << 29, "10 GB": 10e9, "0": 0}
+	for in, want := range cases {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "GiB", "-1", "1 parsec", "1e9"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("ParseByteSize(%q): want an error", bad)
+		}
+	}
+}
+
+func TestExpand(t *testing.T) {
+	vars := map[string]string{"adapter": "math-lora", "base_name": "Qwen2.5-3B", "adapter_owner": "acme"}
+	got, err := Expand("{adapter_owner}/{adapter}-{base_name}", vars)
+	if err != nil || got != "acme/math-lora-Qwen2.5-3B" {
+		t.Errorf("Expand = %q, %v", got, err)
+	}
+	if _, err := Expand("{track}-{adapter}", vars); err == nil || !strings.Contains(err.Error(), "{track}") {
+		t.Errorf("missing var: %v", err)
+	}
+}
+
+func TestParseSchedule(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for spec, want := range map[string]time.Time{
+		"@every 15m":   base.Add(15 * time.Minute),
+		"*/10 * * * *": base.Add(10 * time.Minute),
+		"@hourly":      base.Add(time.Hour),
+	} {
+		s, err := ParseSchedule(spec)
+		if err != nil {
+			t.Fatalf("%s: %v", spec, err)
+		}
+		if got := s.Next(base); !got.Equal(want) {
+			t.Errorf("%s: Next = %v, want %v", spec, got, want)
+		}
+	}
+}
