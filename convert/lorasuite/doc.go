@@ -1,0 +1,30 @@
+// Package lorasuite implements the LoRASuite migration of a LoRA adapter from an
+// old base model to an upgraded one (Li et al., arXiv 2505.13515), as restated
+// in docs/lorasuite-method.md, on in-memory matrices. Nothing here reads files:
+// the caller (package convert) streams weights in and persists results.
+//
+// The work splits in two:
+//
+//   - Analyze computes a PairAnalysis from the two base models only: the hidden
+//     transfer matrix W_x (step 1, see FitTransfer), the layer pairs (step 2:
+//     LinearLayerMap, ExplicitLayerMap, DPLayerMap), and per layer pair the
+//     attention-head assignment (step 3, factored similarity + Assign) and the
+//     per-head transfer blocks (step 4). It is the expensive part (O(d^3) per
+//     layer) and reads one old and one new layer at a time from a LayerSource.
+//   - Project maps one adapter's modules through a PairAnalysis. It never
+//     touches base weights for attention modules and keeps every delta factored
+//     (rank <= r exactly), finishing with a QR + r x r SVD re-factorisation.
+//     MLP modules need base weights and go through ProjectMLP.
+//
+// Conventions: weights are PyTorch/safetensors layout, out x in, row-major.
+// Hidden states are row vectors; W_x (d_o x d_n) maps an old hidden row x_o to
+// x_n ~ x_o W_x. A LoRA delta is dW = s B A with A (r x in), B (out x r); s is
+// never changed here, so an adapter written with the same r and lora_alpha
+// reproduces the migrated delta. Equation references "(step k)" point at
+// docs/lorasuite-method.md.
+//
+// Programmer errors (shape mismatches between arguments this package's own
+// callers built) panic with a "lorasuite:" prefix; bad input data (wrong
+// tensor sizes, invalid layer maps, non-finite values, singular systems)
+// returns errors that name the layer, role or head concerned.
+package lorasuite
