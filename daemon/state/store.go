@@ -1,0 +1,313 @@
+package state
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// FileName is the database file inside the state directory.
+const FileName = "state.db"
+
+// schemaVersion is stored in the meta bucket; a database written by a newer
+// lorasync is refused rather than misread.
+const schemaVersion = 1
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketTracks = []byte("tracks")
+	bucketJobs   = []byte("jobs")
+	keySchema    = []byte("schema")
+)
+
+// ErrNoState is returned by OpenReadOnly when the database does not exist
+// yet (the daemon never ran with this state_dir).
+var ErrNoState = errors.New("state: no database yet")
+
+// ErrLocked is returned when the other process held the database for longer
+// than Options.LockTimeout.
+var ErrLocked = errors.New("state: database is locked by another process")
+
+// Options tune a Store.
+type Options struct {
+	// LockTimeout bounds the wait for the file lock on each transaction.
+	// Zero means 5 s.
+	LockTimeout time.Duration
+}
+
+// Store is the state database. It is safe for concurrent use; transactions
+// from one process are serialised, and the file is open only during a
+// transaction (see the package doc).
+type Store struct {
+	path     string
+	readOnly bool
+	timeout  time.Duration
+	mu       sync.Mutex
+}
+
+// Open opens (creating if needed) the database in dir for reading and
+// writing, and checks its schema.
+func Open(dir string, opts Options) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	s := &Store{path: filepath.Join(dir, FileName), timeout: opts.timeout()}
+	err := s.Update(func(tx *Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketTracks, bucketJobs} {
+			if _, err := tx.tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v != nil {
+			return checkSchema(v, s.path)
+		}
+		return meta.Put(keySchema, []byte(fmt.Sprint(schemaVersion)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// OpenReadOnly opens an existing database for View only. It never creates
+// or modifies the file, and can run while a daemon uses the same file.
+func OpenReadOnly(dir string, opts Options) (*Store, error) {
+	s := &Store{path: filepath.Join(dir, FileName), readOnly: true, timeout: opts.timeout()}
+	if _, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w at %s (has the daemon run with this state_dir?)", ErrNoState, s.path)
+	} else if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	err := s.View(func(tx *Tx) error {
+		meta := tx.tx.Bucket(bucketMeta)
+		if meta == nil {
+			return fmt.Errorf("state %s: not initialised", s.path)
+		}
+		return checkSchema(meta.Get(keySchema), s.path)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func checkSchema(v []byte, path string) error {
+	if string(v) != fmt.Sprint(schemaVersion) {
+		return fmt.Errorf("state %s: schema version %q, this lorasync understands %d", path, v, schemaVersion)
+	}
+	return nil
+}
+
+func (o Options) timeout() time.Duration {
+	if o.LockTimeout <= 0 {
+		return 5 * time.Second
+	}
+	return o.LockTimeout
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+func (s *Store) open() (*bolt.DB, error) {
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout, ReadOnly: s.readOnly})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s (waited %s)", ErrLocked, s.path, s.timeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: open %s: %w", s.path, err)
+	}
+	return db, nil
+}
+
+// Update runs fn in one read-write transaction: all of fn's changes commit
+// together, or none do if fn returns an error.
+func (s *Store) Update(fn func(*Tx) error) error {
+	if s.readOnly {
+		return fmt.Errorf("state %s: opened read-only", s.path)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	db, err := s.open()
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("state: close %s: %w", s.path, cerr)
+	}
+	return err
+}
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(*Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	db, err := s.open()
+	if err != nil {
+		return err
+	}
+	err = db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("state: close %s: %w", s.path, cerr)
+	}
+	return err
+}
+
+// Tx is one transaction. It must not be used after Update/View returns.
+type Tx struct{ tx *bolt.Tx }
+
+// Track returns a track's state; ok is false when the track was never polled.
+func (t *Tx) Track(name string) (ts TrackState, ok bool, err error) {
+	v := t.tx.Bucket(bucketTracks).Get([]byte(name))
+	if v == nil {
+		return TrackState{Track: name}, false, nil
+	}
+	if err := json.Unmarshal(v, &ts); err != nil {
+		return ts, false, fmt.Errorf("state: track %q: %w", name, err)
+	}
+	return ts, true, nil
+}
+
+// PutTrack stores a track's state.
+func (t *Tx) PutTrack(ts TrackState) error {
+	if ts.Track == "" {
+		return errors.New("state: PutTrack without a track name")
+	}
+	return putJSON(t.tx.Bucket(bucketTracks), []byte(ts.Track), ts)
+}
+
+// Tracks returns every track's state, sorted by name.
+func (t *Tx) Tracks() ([]TrackState, error) {
+	var out []TrackState
+	err := t.tx.Bucket(bucketTracks).ForEach(func(k, v []byte) error {
+		var ts TrackState
+		if err := json.Unmarshal(v, &ts); err != nil {
+			return fmt.Errorf("state: track %q: %w", k, err)
+		}
+		out = append(out, ts)
+		return nil
+	})
+	return out, err
+}
+
+// Job returns the job with key k; ok is false when there is none.
+func (t *Tx) Job(k JobKey) (j Job, ok bool, err error) {
+	v := t.tx.Bucket(bucketJobs).Get(k.bytes())
+	if v == nil {
+		return Job{}, false, nil
+	}
+	if err := json.Unmarshal(v, &j); err != nil {
+		return j, false, fmt.Errorf("state: job %s: %w", k, err)
+	}
+	return j, true, nil
+}
+
+// PutJob stores j under j.Key.
+func (t *Tx) PutJob(j Job) error {
+	if j.Key.Track == "" || j.Key.Adapter == "" || j.Key.BaseRepo == "" || j.Key.BaseCommit == "" {
+		return fmt.Errorf("state: PutJob with incomplete key %+v", j.Key)
+	}
+	return putJSON(t.tx.Bucket(bucketJobs), j.Key.bytes(), j)
+}
+
+// Jobs returns the jobs of one track ("" for all), in key order.
+func (t *Tx) Jobs(track string) ([]Job, error) {
+	var out []Job
+	c := t.tx.Bucket(bucketJobs).Cursor()
+	prefix := []byte{}
+	if track != "" {
+		prefix = trackPrefix(track)
+	}
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var j Job
+		if err := json.Unmarshal(v, &j); err != nil {
+			key, _ := parseJobKey(k)
+			return nil, fmt.Errorf("state: job %s: %w", key, err)
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("state: encode %q: %w", k, err)
+	}
+	return b.Put(k, data)
+}
+
+// Counts returns the number of jobs in each status.
+func Counts(jobs []Job) map[Status]int {
+	m := make(map[Status]int, len(Statuses))
+	for _, s := range Statuses {
+		m[s] = 0
+	}
+	for _, j := range jobs {
+		m[j.Status]++
+	}
+	return m
+}
+
+// Snapshot is everything in the database, for `lorasync status`.
+type Snapshot struct {
+	Tracks []TrackState   `json:"tracks"`
+	Jobs   []Job          `json:"jobs"`
+	Counts map[Status]int `json:"counts"`
+	Path   string         `json:"path"`
+}
+
+// Snapshot reads the whole database in one transaction.
+func (s *Store) Snapshot() (*Snapshot, error) {
+	snap := &Snapshot{Path: s.path}
+	err := s.View(func(tx *Tx) error {
+		var err error
+		if snap.Tracks, err = tx.Tracks(); err != nil {
+			return err
+		}
+		snap.Jobs, err = tx.Jobs("")
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(snap.Jobs, func(a, b int) bool { return snap.Jobs[a].Created.Before(snap.Jobs[b].Created) })
+	snap.Counts = Counts(snap.Jobs)
+	return snap, nil
+}
+
+// RecoverInterrupted puts jobs left running by a previous process (killed
+// or stopped mid-job) back to pending, keeping their attempt count, and
+// returns them. Call it once at startup, before any worker runs.
+func (s *Store) RecoverInterrupted(now time.Time) ([]Job, error) {
+	var out []Job
+	err := s.Update(func(tx *Tx) error {
+		jobs, err := tx.Jobs("")
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			if j.Status != Running {
+				continue
+			}
+			j.Status = Pending
+			j.LastError = "interrupted (the daemon stopped during this job); resumed"
+			j.Updated = now
+			if err := tx.PutJob(j); err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	return out, err
+}
