@@ -170,3 +170,33 @@ func TestFloat32RoundTrip(t *testing.T) {
 		t.Fatal("Dense64(nil, 0, 3) should be empty")
 	}
 }
+
+func TestQRThin(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, sz := range [][2]int{{1, 1}, {2, 1}, {3, 3}, {9, 4}, {100, 16}} {
+		m, n := sz[0], sz[1]
+		a := randDense(rng, m, n)
+		q, r := QR(a)
+		if qr, qc := q.Dims(); qr != m || qc != n {
+			t.Fatalf("%dx%d: q is %dx%d", m, n, qr, qc)
+		}
+		for i := 0; i < n; i++ {
+			for j := 0; j < i; j++ {
+				if r.At(i, j) != 0 {
+					t.Fatalf("%dx%d: r[%d,%d] = %g below the diagonal", m, n, i, j, r.At(i, j))
+				}
+			}
+		}
+		var rec mat.Dense
+		rec.Mul(q, r)
+		rec.Sub(&rec, a)
+		if e := mat.Norm(&rec, 2) / mat.Norm(a, 2); e > svdTol {
+			t.Errorf("%dx%d: ||q r - a||/||a|| = %g", m, n, e)
+		}
+		checkOrthonormal(t, "q^T q", q.T(), q, n)
+	}
+	// Rank-deficient input (a zero column) still factors: q stays orthonormal.
+	a := mat.NewDense(4, 2, []float64{1, 0, 2, 0, 3, 0, 4, 0})
+	q, _ := QR(a)
+	checkOrthonormal(t, "q^T q (rank deficient)", q.T(), q, 2)
+}
