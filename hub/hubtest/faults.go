@@ -1,0 +1,314 @@
+package hubtest
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Fault makes matching requests fail. A request matches when every set
+// field among Host, Method, PathPrefix and Match agrees.
+//
+// What happens then:
+//   - Status != 0: the fake answers Status at once, with the Hub's JSON error
+//     body, plus Retry-After and RateLimit headers when set;
+//   - Status == 0 and CutAfterBytes > 0: the request is served normally but
+//     the connection is closed after CutAfterBytes bytes of body (a network
+//     failure mid-download);
+//   - Status == 0 and CutAfterBytes == 0: the connection is closed before any
+//     answer.
+type Fault struct {
+	Host       string // "hub", "cdn" or "" for both
+	Method     string // "" for any
+	PathPrefix string // prefix of the unescaped URL path; "" for any
+	Match      func(*http.Request) bool
+
+	Status     int
+	Message    string // error message; defaults to the status text
+	ErrorCode  string // X-Error-Code, optional
+	RetryAfter string // Retry-After header, e.g. "1"
+	RateLimit  string // RateLimit header, e.g. `"api";r=0;t=1`
+
+	CutAfterBytes int64
+	Times         int // how many requests to fail; <= 0 means all of them
+}
+
+type faultState struct {
+	Fault
+	left int // remaining firings; < 0 means unlimited
+}
+
+func (f *faultState) matches(host string, r *http.Request) bool {
+	return (f.Host == "" || f.Host == host) &&
+		(f.Method == "" || f.Method == r.Method) &&
+		strings.HasPrefix(r.URL.Path, f.PathPrefix) &&
+		(f.Match == nil || f.Match(r))
+}
+
+// Inject adds a fault. Faults are tried in order; the first match fires.
+func (s *Server) Inject(f Fault) {
+	left := f.Times
+	if left <= 0 {
+		left = -1
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &faultState{Fault: f, left: left})
+}
+
+// ClearFaults removes every fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
+// takeFault returns the fault firing for this request, if any.
+func (s *Server) takeFault(host string, r *http.Request) *Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, f := range s.faults {
+		if f.left == 0 || !f.matches(host, r) {
+			continue
+		}
+		if f.left > 0 {
+			f.left--
+		}
+		if f.left == 0 {
+			s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
+		}
+		ff := f.Fault
+		return &ff
+	}
+	return nil
+}
+
+// Request is one logged request. The Authorization header is never kept:
+// Auth only says whether one was sent.
+type Request struct {
+	Host     string // "hub" or "cdn"
+	Method   string
+	Path     string // unescaped URL path
+	RawQuery string
+	Range    string // Range request header
+	Auth     bool   // an Authorization header was sent
+	Status   int
+	BytesIn  int64 // request body bytes read
+	BytesOut int64 // response body bytes written
+	OID      string // content served (sha256 for LFS, git sha1 otherwise), if any
+	Fault    bool   // an injected fault fired
+}
+
+// Requests returns a copy of the request log, oldest first.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.log...)
+}
+
+// ResetRequests clears the request log and the byte counters.
+func (s *Server) ResetRequests() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = nil
+	s.served = map[string]int64{}
+	s.bytesOut = 0
+}
+
+// BytesOut is the total response body bytes sent by both hosts.
+func (s *Server) BytesOut() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytesOut
+}
+
+// ServedBytes is the number of content bytes of the blob oid (sha256 for LFS
+// files, git sha1 for regular files) sent so far, over every request.
+func (s *Server) ServedBytes(oid string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.served[oid]
+}
+
+// Corrupt makes the fake serve f(content) instead of the stored content of
+// the blob oid (sha256 for LFS files, git sha1 otherwise), to test checksum
+// checks; f must keep the length for the size checks to pass. A nil f
+// restores honest serving. The store itself is untouched.
+func (s *Server) Corrupt(oid string, f func([]byte) []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f == nil {
+		delete(s.corrupt, oid)
+		return
+	}
+	s.corrupt[oid] = f
+}
+
+// FlipByte is a ready-made Corrupt function: it flips the bits of the
+// middle byte.
+func FlipByte(b []byte) []byte {
+	out := append([]byte(nil), b...)
+	if len(out) > 0 {
+		out[len(out)/2] ^= 0xff
+	}
+	return out
+}
+
+// served returns what to send for a blob: the stored bytes or their
+// corrupted version.
+func (s *Server) servedContent(oid string, data []byte) []byte {
+	s.mu.Lock()
+	f := s.corrupt[oid]
+	s.mu.Unlock()
+	if f == nil {
+		return data
+	}
+	return f(append([]byte(nil), data...))
+}
+
+// wrap logs, counts and applies faults around a host's router.
+func (s *Server) wrap(host string, route http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := Request{Host: host, Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
+			Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization") != ""}
+		cw := &countingWriter{ResponseWriter: w, cutAfter: -1}
+		cr := &countingReader{r: r.Body}
+		r.Body = cr
+		defer func() {
+			rec.Status = cw.status
+			if rec.Status == 0 && !cw.cut {
+				rec.Status = http.StatusOK
+			}
+			rec.BytesIn, rec.BytesOut, rec.OID = cr.n, cw.n, cw.oid
+			s.mu.Lock()
+			s.log = append(s.log, rec)
+			s.bytesOut += cw.n
+			if cw.oid != "" {
+				s.served[cw.oid] += cw.n
+			}
+			s.mu.Unlock()
+		}()
+		if f := s.takeFault(host, r); f != nil {
+			rec.Fault = true
+			if f.Status != 0 {
+				if f.RetryAfter != "" {
+					w.Header().Set("Retry-After", f.RetryAfter)
+				}
+				if f.RateLimit != "" {
+					w.Header().Set("RateLimit", f.RateLimit)
+					w.Header().Set("RateLimit-Policy", `"fixed window";"api";q=500;w=300`)
+				}
+				msg := f.Message
+				if msg == "" {
+					msg = http.StatusText(f.Status)
+				}
+				writeError(cw, f.Status, f.ErrorCode, msg)
+				return
+			}
+			if f.CutAfterBytes <= 0 {
+				cw.hangUp()
+				return
+			}
+			cw.cutAfter = f.CutAfterBytes
+		}
+		route(cw, r)
+	})
+}
+
+// countingWriter counts body bytes and can cut the connection mid-body.
+type countingWriter struct {
+	http.ResponseWriter
+	status   int
+	n        int64
+	oid      string
+	cutAfter int64 // < 0: never
+	cut      bool
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	if c.status == 0 {
+		c.status = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.cut {
+		return 0, errCut
+	}
+	if c.status == 0 {
+		c.WriteHeader(http.StatusOK)
+	}
+	if c.cutAfter >= 0 && c.n+int64(len(p)) >= c.cutAfter {
+		keep := c.cutAfter - c.n
+		n, _ := c.ResponseWriter.Write(p[:keep])
+		c.n += int64(n)
+		c.hangUp()
+		return n, errCut
+	}
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// hangUp flushes what was written and closes the TCP connection.
+func (c *countingWriter) hangUp() {
+	c.cut = true
+	if f, ok := c.ResponseWriter.(http.Flusher); ok && c.status != 0 {
+		f.Flush()
+	}
+	hj, ok := c.ResponseWriter.(http.Hijacker)
+	if !ok {
+		panic("hubtest: response writer cannot be hijacked")
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	flushBuffered(buf)
+	conn.Close()
+}
+
+func flushBuffered(buf *bufio.ReadWriter) {
+	if buf != nil {
+		buf.Flush() //nolint:errcheck // the connection is being dropped anyway
+	}
+}
+
+// Flush lets handlers stream.
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok && !c.cut {
+		f.Flush()
+	}
+}
+
+// Hijack exposes the underlying connection.
+func (c *countingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := c.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("hubtest: not hijackable")
+	}
+	return hj.Hijack()
+}
+
+var errCut = errors.New("hubtest: connection cut by an injected fault")
+
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
+
+// itoa is strconv.FormatInt for sizes.
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -1,0 +1,232 @@
+package hubtest
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// DefaultLFSThreshold is the size from which the Hub stores any file with LFS
+// (10 MiB), whatever its name.
+const DefaultLFSThreshold = 10 << 20
+
+// DefaultMultipartChunkSize is the part size of multipart LFS uploads offered
+// for objects larger than it. The real Hub uses a few hundred MB; the fake
+// keeps it small enough for tests to exercise multipart cheaply.
+const DefaultMultipartChunkSize = 8 << 20
+
+// Server is an in-process fake of the Hugging Face Hub. It answers on two
+// listeners: URL is the Hub endpoint, CDNURL stands for the CDN and S3 and has
+// a different host name, so clients must drop their Authorization header when
+// redirected there.
+type Server struct {
+	// URL is the Hub endpoint, e.g. http://127.0.0.1:41234 (no trailing slash).
+	URL string
+	// CDNURL is the CDN/S3 endpoint, e.g. http://localhost:41235.
+	CDNURL string
+
+	hub    *httptest.Server
+	cdn    *httptest.Server
+	cdn6   *http.Server // best-effort IPv6 loopback twin of cdn, for clients resolving localhost to ::1
+	secret []byte
+
+	now            func() time.Time
+	lfsThreshold   int64
+	multipartChunk int64
+
+	mu       sync.Mutex
+	repos    map[string]*repo
+	tokens   map[string]string          // token -> user
+	orgs     map[string]map[string]bool // org -> members
+	regular  map[string][]byte          // git blob sha1 -> content
+	lfs      map[string][]byte          // sha256 -> content
+	uploads  map[string]*pendingUpload  // sha256 -> multipart upload in progress
+	corrupt  map[string]func([]byte) []byte
+	faults   []*faultState
+	log      []Request
+	served   map[string]int64 // content oid -> body bytes sent
+	bytesOut int64
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithClock sets the clock used for commit dates and repo timestamps.
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// WithLFSThreshold sets the size from which every file is stored with LFS.
+func WithLFSThreshold(n int64) Option { return func(s *Server) { s.lfsThreshold = n } }
+
+// WithMultipartChunkSize sets the part size of multipart LFS uploads; objects
+// larger than it are offered the "multipart" transfer.
+func WithMultipartChunkSize(n int64) Option { return func(s *Server) { s.multipartChunk = n } }
+
+// New starts a fake Hub. Call Close when done (NewTB does it for you).
+func New(opts ...Option) *Server {
+	s := &Server{
+		now:            time.Now,
+		lfsThreshold:   DefaultLFSThreshold,
+		multipartChunk: DefaultMultipartChunkSize,
+		repos:          map[string]*repo{},
+		tokens:         map[string]string{},
+		orgs:           map[string]map[string]bool{},
+		regular:        map[string][]byte{},
+		lfs:            map[string][]byte{},
+		uploads:        map[string]*pendingUpload{},
+		corrupt:        map[string]func([]byte) []byte{},
+		served:         map[string]int64{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.secret = make([]byte, 32)
+	if _, err := rand.Read(s.secret); err != nil {
+		panic("hubtest: no randomness: " + err.Error())
+	}
+	s.hub = httptest.NewServer(s.wrap("hub", s.routeHub))
+	s.URL = s.hub.URL
+	s.cdn = httptest.NewServer(s.wrap("cdn", s.routeCDN))
+	_, port, _ := net.SplitHostPort(s.cdn.Listener.Addr().String())
+	s.CDNURL = "http://localhost:" + port
+	if l, err := net.Listen("tcp6", "[::1]:"+port); err == nil {
+		s.cdn6 = &http.Server{Handler: s.cdn.Config.Handler}
+		go s.cdn6.Serve(l) //nolint:errcheck // ends with Close
+	}
+	return s
+}
+
+// NewTB starts a fake Hub that is closed when the test ends.
+func NewTB(tb testing.TB, opts ...Option) *Server {
+	tb.Helper()
+	s := New(opts...)
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// Close shuts both listeners down.
+func (s *Server) Close() {
+	s.hub.CloseClientConnections()
+	s.cdn.CloseClientConnections()
+	s.hub.Close()
+	s.cdn.Close()
+	if s.cdn6 != nil {
+		s.cdn6.Close()
+	}
+}
+
+// AddToken registers a bearer token (it must start with "hf_", as real tokens
+// do) for user, optionally a member of orgs. Members may read private repos
+// and write to every repo of the namespace.
+func (s *Server) AddToken(token, user string, orgs ...string) {
+	if !strings.HasPrefix(token, "hf_") {
+		panic("hubtest: tokens must start with hf_ (the JS client refuses others): " + user)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokens[token] = user
+	for _, o := range orgs {
+		if s.orgs[o] == nil {
+			s.orgs[o] = map[string]bool{}
+		}
+		s.orgs[o][user] = true
+	}
+}
+
+// caller is who sent a request: user is empty for anonymous callers.
+type caller struct {
+	user string
+}
+
+// authenticate reads the Authorization header. ok is false (and the error is
+// written) when a token is given but unknown.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (caller, bool) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return caller{}, true
+	}
+	tok, found := strings.CutPrefix(h, "Bearer ")
+	s.mu.Lock()
+	user, known := s.tokens[strings.TrimSpace(tok)]
+	s.mu.Unlock()
+	if !found || !known {
+		writeError(w, http.StatusUnauthorized, "", "Invalid credentials in Authorization header")
+		return caller{}, false
+	}
+	return caller{user: user}, true
+}
+
+// canWrite reports whether c may write to namespace ns. Callers hold s.mu.
+func (s *Server) canWrite(c caller, ns string) bool {
+	return c.user != "" && (c.user == ns || s.orgs[ns][c.user])
+}
+
+// canSee reports whether c may see the repo at all. Callers hold s.mu.
+func (s *Server) canSee(c caller, r *repo) bool {
+	return !r.Private || s.canWrite(c, r.namespace())
+}
+
+// writeError answers the way the Hub does: X-Error-Code, X-Error-Message and
+// a JSON body {"error": msg}.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	if code != "" {
+		w.Header().Set("X-Error-Code", code)
+	}
+	w.Header().Set("X-Error-Message", msg)
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		panic("hubtest: unencodable response: " + err.Error())
+	}
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	}
+	w.WriteHeader(status)
+	w.Write(body) //nolint:errcheck // the client may have gone
+}
+
+// repoNotFound is what the Hub answers for a missing or invisible repo: 401
+// to anonymous callers, 404 to authenticated ones.
+func repoNotFound(w http.ResponseWriter, c caller) {
+	status := http.StatusNotFound
+	if c.user == "" {
+		status = http.StatusUnauthorized
+	}
+	writeError(w, status, "RepoNotFound", "Repository not found")
+}
+
+// lookupRepo finds a repo the caller may see, or writes RepoNotFound.
+// Callers hold s.mu.
+func (s *Server) lookupRepo(w http.ResponseWriter, c caller, id string) (*repo, bool) {
+	r, ok := s.repos[id]
+	if !ok || !s.canSee(c, r) {
+		repoNotFound(w, c)
+		return nil, false
+	}
+	return r, true
+}
+
+// sign makes the presigned-URL signature of a CDN path.
+func (s *Server) sign(p string) string {
+	m := hmac.New(sha256.New, s.secret)
+	m.Write([]byte(p))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func (s *Server) checkSig(p, sig string) bool {
+	return hmac.Equal([]byte(s.sign(p)), []byte(sig))
+}
+
+// isoTime formats t the way the Hub's JSON does.
+func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
