@@ -97,8 +97,8 @@ type Request struct {
 	Range    string // Range request header
 	Auth     bool   // an Authorization header was sent
 	Status   int
-	BytesIn  int64 // request body bytes read
-	BytesOut int64 // response body bytes written
+	BytesIn  int64  // request body bytes read
+	BytesOut int64  // response body bytes written
 	OID      string // content served (sha256 for LFS, git sha1 otherwise), if any
 	Fault    bool   // an injected fault fired
 }
