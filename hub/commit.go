@@ -213,7 +213,7 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 	cl := &call{method: http.MethodPost, url: c.apiURL("/api/models/"+repo+"/commit/"+escapeRev(branch), q),
 		body: bytesBody(payload), auth: true, noRetry: true,
 		header: http.Header{"Content-Type": {"application/x-ndjson"}},
-		op: "commit", repo: repo, rev: branch}
+		op:     "commit", repo: repo, rev: branch}
 	bo := c.newBackoff()
 	for {
 		resp, err := c.do(ctx, cl)

@@ -214,7 +214,7 @@ func (c *Client) lfsMultipart(ctx context.Context, repo, rev string, f *upFile, 
 	// token goes along when the URL is on the Hub itself (newRequest checks).
 	cl := &call{method: http.MethodPost, url: up.Href, body: body, auth: true,
 		header: http.Header{"Accept": {lfsMediaType}, "Content-Type": {lfsMediaType}},
-		op: "lfs complete multipart", repo: repo, rev: rev, path: f.Path}
+		op:     "lfs complete multipart", repo: repo, rev: rev, path: f.Path}
 	return c.expectOK(ctx, cl)
 }
 

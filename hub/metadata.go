@@ -35,7 +35,7 @@ func (c *Client) headFile(ctx context.Context, repo, rev, path string) (*fileMet
 	for hop := 0; ; hop++ {
 		cl := &call{method: http.MethodHead, url: target, auth: true, noFollow: true,
 			header: http.Header{"Accept-Encoding": {"identity"}},
-			op: "file metadata", repo: repo, rev: rev, path: path}
+			op:     "file metadata", repo: repo, rev: rev, path: path}
 		resp, err := c.do(ctx, cl)
 		if err != nil {
 			return nil, nil, err
