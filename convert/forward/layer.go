@@ -1,0 +1,92 @@
+package forward
+
+import (
+	"github.com/lorasync/lorasync/convert/arch"
+)
+
+// layerWeights is one decoder layer converted to float32. Matrices are
+// out x in row-major (arch.Config.Shape); biases and norms are vectors.
+type layerWeights struct {
+	inNorm, postNorm []float32 // Hidden
+	qNorm, kNorm     []float32 // HeadDim, qwen3 only
+	w, b             map[arch.Role][]float32
+}
+
+// loadLayer converts layer l's tensors.
+func (m *Model) loadLayer(l int) (*layerWeights, error) {
+	c := m.cfg
+	lw := &layerWeights{w: map[arch.Role][]float32{}, b: map[arch.Role][]float32{}}
+	var err error
+	if lw.inNorm, err = m.tensor(c.InputNorm(l)); err != nil {
+		return nil, err
+	}
+	if lw.postNorm, err = m.tensor(c.PostAttnNorm(l)); err != nil {
+		return nil, err
+	}
+	if name := c.QNorm(l); name != "" {
+		if lw.qNorm, err = m.tensor(name); err != nil {
+			return nil, err
+		}
+	}
+	if name := c.KNorm(l); name != "" {
+		if lw.kNorm, err = m.tensor(name); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range arch.Roles {
+		if lw.w[r], err = m.tensor(c.Weight(l, r)); err != nil {
+			return nil, err
+		}
+		if name := c.Bias(l, r); name != "" {
+			if lw.b[r], err = m.tensor(name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return lw, nil
+}
+
+// layer runs one decoder layer on h (s x Hidden) and returns the new hidden
+// state (Hugging Face LlamaDecoderLayer / Qwen3DecoderLayer):
+//
+//	x = RMSNorm(h); q,k,v = x Wq^T (+b), x Wk^T (+b), x Wv^T (+b)
+//	qwen3: q, k = RMSNorm_head(q), RMSNorm_head(k); then RoPE on q and k
+//	h = h + attention(q, k, v) Wo^T
+//	x = RMSNorm(h); h = h + (silu(x Wg^T) * (x Wu^T)) Wd^T
+func (m *Model) layer(w *layerWeights, h []float32, rope *ropeTable) []float32 {
+	c := m.cfg
+	d, hd := c.Hidden, c.HeadDim
+	s := len(h) / d
+	rs := m.residualScale()
+
+	x := rmsNorm(h, d, w.inNorm, c.RMSNormEps)
+	qOut, _ := c.Shape(arch.Q)
+	kvOut, _ := c.Shape(arch.K)
+	q := linear(x, s, d, w.w[arch.Q], qOut, w.b[arch.Q])
+	k := linear(x, s, d, w.w[arch.K], kvOut, w.b[arch.K])
+	v := linear(x, s, d, w.w[arch.V], kvOut, w.b[arch.V])
+	if w.qNorm != nil {
+		q = rmsNorm(q, hd, w.qNorm, c.RMSNormEps)
+		k = rmsNorm(k, hd, w.kNorm, c.RMSNormEps)
+	}
+	rope.apply(q, s, c.Heads)
+	rope.apply(k, s, c.KVHeads)
+	a := attention(q, k, v, s, c.Heads, c.KVHeads, hd, c.SlidingWindow)
+	o := linear(a, s, qOut, w.w[arch.O], d, w.b[arch.O])
+	out := make([]float32, len(h))
+	for i := range h {
+		out[i] = h[i] + rs*o[i]
+	}
+
+	x = rmsNorm(out, d, w.postNorm, c.RMSNormEps)
+	gate := linear(x, s, d, w.w[arch.Gate], c.Intermediate, w.b[arch.Gate])
+	up := linear(x, s, d, w.w[arch.Up], c.Intermediate, w.b[arch.Up])
+	for i := range gate {
+		gate[i] = silu(gate[i]) * up[i]
+	}
+	down := linear(gate, s, c.Intermediate, w.w[arch.Down], d, w.b[arch.Down])
+	for i := range out {
+		out[i] += rs * down[i]
+	}
+	return out
+}
