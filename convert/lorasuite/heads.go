@@ -70,7 +70,7 @@ type LayerAnalysis struct {
 // For q/k/v: P = W_o W_x (rows_o x d_n), M = P W_n^T (rows_o x rows_n). For o
 // the same with W_o, W_n replaced by O_o^T and O_n^T. Blocks are h x h.
 type roleProducts struct {
-	m      *mat.Dense     // M: (nBlocksOld*h_o) x (nBlocksNew*h_n)
+	m      *mat.Dense      // M: (nBlocksOld*h_o) x (nBlocksNew*h_n)
 	gOld   []*mat.SymDense // per old block: P_a P_a^T (h_o x h_o)
 	gNew   []*mat.SymDense // per new block: W_n[b] W_n[b]^T (h_n x h_n)
 	ho, hn int
