@@ -156,8 +156,20 @@ func (s *Server) handleRepoInfo(w http.ResponseWriter, r *http.Request, c caller
 		writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
 		return
 	}
-	blobs := r.URL.Query().Get("blobs") == "true" || r.URL.Query().Get("blobs") == "1"
-	writeJSON(w, http.StatusOK, s.repoInfo(rp, cm, blobs))
+	q := r.URL.Query()
+	blobs := q.Get("blobs") == "true" || q.Get("blobs") == "1"
+	info := s.repoInfo(rp, cm, blobs)
+	// With expand, the Hub answers _id, id and the expanded fields only.
+	if expand := append(q["expand"], q["expand[]"]...); len(expand) > 0 {
+		only := map[string]any{"_id": info["_id"], "id": info["id"]}
+		for _, k := range expand {
+			if v, ok := info[k]; ok {
+				only[k] = v
+			}
+		}
+		info = only
+	}
+	writeJSON(w, http.StatusOK, info)
 }
 
 type refJSON struct {

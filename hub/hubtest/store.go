@@ -66,8 +66,8 @@ func (r *repo) namespace() string { return strings.SplitN(r.ID, "/", 2)[0] }
 // resolve turns a revision (branch, tag, refs/heads/x, refs/tags/x,
 // refs/pr/N or a full 40-hex commit id) into a commit of this repo.
 func (r *repo) resolve(rev string) (*commit, bool) {
-	if rev == "" {
-		rev = "main"
+	if rev == "" || rev == "HEAD" {
+		rev = "main" // HEAD is the default branch, as on the Hub
 	}
 	if id, ok := r.Branches[rev]; ok {
 		return r.Commits[id], true
