@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/lorasync/lorasync/convert/safetensors"
@@ -84,5 +85,49 @@ func TestMatchesTransformersFixture(t *testing.T) {
 		if !seen[s] {
 			t.Errorf("stage %s not compared", s)
 		}
+	}
+}
+
+// TestTraceLayout writes a Trace and checks every tensor of the fixture file
+// is there with the same dtype and shape, and input_ids round-trips.
+func TestTraceLayout(t *testing.T) {
+	ids := fixtureIDs(t)
+	m, err := Open(fixtureDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ts, err := m.Trace(context.Background(), ids, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "act.safetensors")
+	if err := safetensors.WriteFile(path, ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	ref, err := safetensors.Open(filepath.Join(fixtureDir, "expected_activations.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	if !reflect.DeepEqual(got.Names(), ref.Names()) {
+		t.Fatalf("tensors %v, fixture has %v", got.Names(), ref.Names())
+	}
+	for _, name := range ref.Names() {
+		gi, _ := got.Info(name)
+		ri, _ := ref.Info(name)
+		if gi.DType != ri.DType || !reflect.DeepEqual(gi.Shape, ri.Shape) {
+			t.Errorf("%s: %s %v, fixture %s %v", name, gi.DType, gi.Shape, ri.DType, ri.Shape)
+		}
+	}
+	a, _ := got.Bytes("input_ids")
+	b, _ := ref.Bytes("input_ids")
+	if !reflect.DeepEqual(a, b) {
+		t.Error("input_ids bytes differ from the fixture")
 	}
 }
