@@ -210,10 +210,10 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 	if opts.CreatePR {
 		q.Set("create_pr", "1")
 	}
-	cl := &call{method: http.MethodPost, url: c.apiURL("/api/models/"+repo+"/commit/"+escapeRev(branch), q),
+	cl := &call{op: "commit", repo: repo, rev: branch,
+		method: http.MethodPost, url: c.apiURL("/api/models/"+repo+"/commit/"+escapeRev(branch), q),
 		body: bytesBody(payload), auth: true, noRetry: true,
-		header: http.Header{"Content-Type": {"application/x-ndjson"}},
-		op:     "commit", repo: repo, rev: branch}
+		header: http.Header{"Content-Type": {"application/x-ndjson"}}}
 	bo := c.newBackoff()
 	for {
 		resp, err := c.do(ctx, cl)
@@ -227,14 +227,20 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 				return "", "", "", err
 			}
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
+			raw, rerr := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+			resp.Body.Close()
+			if rerr != nil {
+				// Accepted, but the answer broke off: as lost as no answer at all.
+				lost = &Error{Op: "commit", Repo: repo, Revision: branch, Status: resp.StatusCode,
+					Err: ErrUnavailable, Cause: rerr}
+				break
+			}
 			var out struct {
 				CommitOID      string `json:"commitOid"`
 				CommitURL      string `json:"commitUrl"`
 				PullRequestURL string `json:"pullRequestUrl"`
 			}
-			derr := json.NewDecoder(resp.Body).Decode(&out)
-			resp.Body.Close()
-			if derr != nil || out.CommitOID == "" {
+			if derr := json.Unmarshal(raw, &out); derr != nil || out.CommitOID == "" {
 				return "", "", "", &Error{Op: "commit", Repo: repo, Revision: branch, Status: resp.StatusCode,
 					Err: ErrProtocol, Message: "cannot read the commit answer", Cause: derr}
 			}

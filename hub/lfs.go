@@ -212,9 +212,9 @@ func (c *Client) lfsMultipart(ctx context.Context, repo, rev string, f *upFile, 
 	}
 	// Like Python, the completion call carries the LFS headers only; the
 	// token goes along when the URL is on the Hub itself (newRequest checks).
-	cl := &call{method: http.MethodPost, url: up.Href, body: body, auth: true,
-		header: http.Header{"Accept": {lfsMediaType}, "Content-Type": {lfsMediaType}},
-		op:     "lfs complete multipart", repo: repo, rev: rev, path: f.Path}
+	cl := &call{op: "lfs complete multipart", repo: repo, rev: rev, path: f.Path,
+		method: http.MethodPost, url: up.Href, body: body, auth: true,
+		header: http.Header{"Accept": {lfsMediaType}, "Content-Type": {lfsMediaType}}}
 	return c.expectOK(ctx, cl)
 }
 

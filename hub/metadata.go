@@ -33,9 +33,9 @@ const maxRelativeRedirects = 10
 func (c *Client) headFile(ctx context.Context, repo, rev, path string) (*fileMeta, http.Header, error) {
 	target := c.resolveURL(repo, rev, path)
 	for hop := 0; ; hop++ {
-		cl := &call{method: http.MethodHead, url: target, auth: true, noFollow: true,
-			header: http.Header{"Accept-Encoding": {"identity"}},
-			op:     "file metadata", repo: repo, rev: rev, path: path}
+		cl := &call{op: "file metadata", repo: repo, rev: rev, path: path,
+			method: http.MethodHead, url: target, auth: true, noFollow: true,
+			header: http.Header{"Accept-Encoding": {"identity"}}}
 		resp, err := c.do(ctx, cl)
 		if err != nil {
 			return nil, nil, err
