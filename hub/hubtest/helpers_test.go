@@ -134,3 +134,5 @@ func ndjson(lines ...map[string]any) []byte {
 	}
 	return []byte(b.String())
 }
+
+func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
