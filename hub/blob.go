@@ -40,12 +40,20 @@ func (s blobSpec) err(kind error, format string, args ...any) *Error {
 // content: sha256 for 64-hex etags (LFS), git blob sha1 for 40-hex etags,
 // i.e. sha1("blob {size}\x00" + content).
 func newContentHash(etag string, size int64) hash.Hash {
-	if len(etag) == 64 {
-		return sha256.New()
+	var h hash.Hash = sha256.New()
+	if len(etag) != 64 {
+		h = sha1.New()
 	}
-	h := sha1.New()
-	fmt.Fprintf(h, "blob %d\x00", size)
+	resetContentHash(h, etag, size)
 	return h
+}
+
+// resetContentHash empties h and, for git-sha1 etags, writes the blob header again.
+func resetContentHash(h hash.Hash, etag string, size int64) {
+	h.Reset()
+	if len(etag) != 64 {
+		fmt.Fprintf(h, "blob %d\x00", size)
+	}
 }
 
 // verifyFile checks that the file at p has the given size (when size >= 0)
@@ -209,7 +217,6 @@ func (c *Client) downloadBlob(ctx context.Context, rc *repoCache, blob string, s
 		n, restart, rerr := c.fetchRange(ctx, f, h, buf, have, s, prog)
 		if restart {
 			prog.add(-have)
-			h = newContentHash(s.etag, s.size)
 			have = 0
 		}
 		have += n
@@ -287,6 +294,7 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, buf []
 			if _, err := f.Seek(0, io.SeekStart); err != nil {
 				return 0, false, err
 			}
+			resetContentHash(h, s.etag, s.size)
 			restart, have = true, 0
 		}
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
@@ -297,6 +305,7 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, buf []
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return 0, false, err
 		}
+		resetContentHash(h, s.etag, s.size)
 		return 0, true, &Error{Op: "download", Repo: s.repo, Revision: s.rev, Path: s.path,
 			Status: resp.StatusCode, Err: ErrUnavailable, Message: "range not satisfiable; restarting"}
 	default:
