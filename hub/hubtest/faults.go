@@ -175,6 +175,7 @@ func (s *Server) wrap(host string, route http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := Request{Host: host, Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
 			Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization") != ""}
+		w.Header().Set("X-Request-Id", "Root=1-hubtest-"+itoa(s.reqSeq.Add(1)))
 		cw := &countingWriter{ResponseWriter: w, cutAfter: -1}
 		cr := &countingReader{r: r.Body}
 		r.Body = cr

@@ -112,7 +112,10 @@ func TestCorrupt(t *testing.T) {
 
 func TestRequestLogNeverKeepsTokens(t *testing.T) {
 	s, _ := newSeeded(t)
-	do(t, nil, "GET", s.URL+"/alice/base/resolve/main/model.safetensors", aliceToken, nil)
+	resp, _ := do(t, nil, "GET", s.URL+"/alice/base/resolve/main/model.safetensors", aliceToken, nil)
+	if !strings.HasPrefix(resp.Header.Get("X-Request-Id"), "Root=1-hubtest-") {
+		t.Fatalf("X-Request-Id %q", resp.Header.Get("X-Request-Id"))
+	}
 	log := s.Requests()
 	if len(log) != 2 || log[0].Host != "hub" || !log[0].Auth || log[0].Status != 302 || log[1].Host != "cdn" || log[1].Auth || log[1].Status != 200 {
 		t.Fatalf("log %+v", log)

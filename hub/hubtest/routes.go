@@ -177,6 +177,12 @@ func (s *Server) routeModel(w http.ResponseWriter, r *http.Request, c caller, id
 			s.handleCommit(w, r, c, id, rev)
 			return
 		}
+	case "tag":
+		tag := strings.Join(segs[1:], "/")
+		if tag != "" && allow(w, r, http.MethodPost, http.MethodDelete) {
+			s.handleTag(w, r, c, id, tag)
+			return
+		}
 	case "branch":
 		branch := strings.Join(segs[1:], "/")
 		if branch != "" && allow(w, r, http.MethodPost, http.MethodDelete) {

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -38,6 +39,7 @@ type Server struct {
 	cdn    *httptest.Server
 	cdn6   *http.Server // best-effort IPv6 loopback twin of cdn, for clients resolving localhost to ::1
 	secret []byte
+	reqSeq atomic.Int64 // numbers X-Request-Id
 
 	now            func() time.Time
 	lfsThreshold   int64

@@ -146,6 +146,51 @@ func (s *Server) handleBranch(w http.ResponseWriter, r *http.Request, c caller, 
 	writeJSON(w, http.StatusOK, map[string]any{})
 }
 
+// handleTag answers POST /api/models/{repo}/tag/{rev} {tag, message} and
+// DELETE /api/models/{repo}/tag/{tag}.
+func (s *Server) handleTag(w http.ResponseWriter, r *http.Request, c caller, id, arg string) {
+	var body struct {
+		Tag     string `json:"tag"`
+		Message string `json:"message"`
+	}
+	if r.Method == http.MethodPost {
+		if err := decodeJSON(r, &body); err != nil {
+			writeError(w, http.StatusBadRequest, "", err.Error())
+			return
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp, ok := s.writableRepo(w, c, id)
+	if !ok {
+		return
+	}
+	if r.Method == http.MethodDelete {
+		if _, ok := rp.Tags[arg]; !ok {
+			writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+arg)
+			return
+		}
+		delete(rp.Tags, arg)
+		writeJSON(w, http.StatusOK, map[string]any{})
+		return
+	}
+	cm, ok := rp.resolve(arg)
+	if !ok {
+		writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+arg)
+		return
+	}
+	if body.Tag == "" || strings.HasPrefix(body.Tag, "refs/") {
+		writeError(w, http.StatusBadRequest, "", "Invalid tag name: "+body.Tag)
+		return
+	}
+	if _, ok := rp.Tags[body.Tag]; ok {
+		writeError(w, http.StatusConflict, "", "Tag "+body.Tag+" already exists")
+		return
+	}
+	rp.Tags[body.Tag] = cm.ID
+	writeJSON(w, http.StatusOK, map[string]any{})
+}
+
 // handlePreupload answers POST /api/models/{repo}/preupload/{rev}: which
 // files go through LFS, and the oid of files already present at rev.
 func (s *Server) handlePreupload(w http.ResponseWriter, r *http.Request, c caller, id, rev string) {

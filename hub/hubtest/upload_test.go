@@ -68,7 +68,8 @@ func TestBranchEndpoint(t *testing.T) {
 	}
 }
 
-// uploadLFS runs batch + PUT for content and returns the batch object.
+// uploadLFS uploads content through the batch API, checking the S3 rules
+// and the verify action on the way.
 func uploadLFS(t *testing.T, s *Server, repo string, content []byte) {
 	t.Helper()
 	oid := sha256Hex(content)
@@ -311,5 +312,25 @@ func TestMultipartUpload(t *testing.T) {
 	}
 	if got, _ := s.File("alice/base", "main", "big.bin"); !bytes.Equal(got, content) {
 		t.Fatalf("assembled object differs")
+	}
+}
+
+func TestTagEndpoint(t *testing.T) {
+	s, sha := newSeeded(t)
+	u := s.URL + "/api/models/alice/base/tag/"
+	if resp, body := postJSON(t, u+"main", aliceToken, map[string]any{"tag": "v1.0", "message": "first"}); resp.StatusCode != 200 {
+		t.Fatalf("create tag: %d %s", resp.StatusCode, body)
+	}
+	if head, err := s.Head("alice/base", "refs/tags/v1.0"); err != nil || head != sha {
+		t.Fatalf("tag v1.0 -> %s (%v), want %s", head, err, sha)
+	}
+	if resp, _ := postJSON(t, u+"main", aliceToken, map[string]any{"tag": "v1.0"}); resp.StatusCode != 409 {
+		t.Fatalf("existing tag: %d, want 409", resp.StatusCode)
+	}
+	if resp, _ := do(t, nil, "DELETE", u+"v1.0", aliceToken, nil); resp.StatusCode != 200 {
+		t.Fatalf("delete tag: %d", resp.StatusCode)
+	}
+	if _, err := s.Head("alice/base", "v1.0"); !errors.Is(err, ErrRevNotFound) {
+		t.Fatalf("deleted tag still resolves: %v", err)
 	}
 }
