@@ -1,0 +1,411 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lorasync/lorasync/daemon/config"
+	"github.com/lorasync/lorasync/daemon/state"
+)
+
+// Options configure a Daemon. Config, Hub and Converter are required.
+type Options struct {
+	// Config is the loaded configuration. ConfigPath, when set, is the file
+	// it came from: Reload re-reads it, and Run watches it for changes.
+	Config     *config.Config
+	ConfigPath string
+	Hub        Hub
+	Converter  Converter
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registry receives the metrics and backs /metrics; nil makes a new one.
+	Registry *prometheus.Registry
+	// Clock defaults to the wall clock.
+	Clock Clock
+	// Rand returns jitter in [0, 1); defaults to math/rand/v2.
+	Rand func() float64
+	// DryRun discovers and plans but never writes state or pushes.
+	DryRun bool
+}
+
+// Daemon watches, plans, migrates and pushes. Create it with New; use
+// either Run (long-running) or RunOnce (one pass), then Close.
+type Daemon struct {
+	cfg     atomic.Pointer[config.Config]
+	cfgPath string
+	hub     Hub
+	conv    Converter
+	store   *state.Store
+	tmpDir  string // dry run without state: an empty scratch store
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *Metrics
+	clock   Clock
+	rnd     func() float64
+	dryRun  bool
+	pairs   *pairLocks
+	notify  *notifier
+
+	kickCh   chan struct{}
+	mu       sync.Mutex
+	inflight map[state.JobKey]bool
+	workers  sync.WaitGroup
+
+	loopsMu      sync.Mutex
+	loops        map[string]*loop
+	loopCtx      context.Context // parent of track loops while Run runs
+	prevSchedule string          // schedule the running loops were started with
+
+	reloadMu  sync.Mutex
+	cfgSum    [32]byte // checksum of the file behind the running config
+	triedSum  [32]byte // last file content tried (valid or not)
+	ready     atomic.Bool
+	storeErr  atomic.Pointer[string]
+	heartbeat atomic.Int64 // unix nanos of the main loop's last turn
+
+	// testHookAfterPush, when it returns true, makes the job stop right
+	// after its push as if the process died there.
+	testHookAfterPush func(state.JobKey) bool
+}
+
+// loop is one running track loop.
+type loop struct {
+	track  config.Track
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New opens the state and prepares a daemon. It starts nothing.
+func New(opts Options) (*Daemon, error) {
+	if opts.Config == nil || opts.Hub == nil || opts.Converter == nil {
+		return nil, errors.New("daemon: Options.Config, Hub and Converter are required")
+	}
+	d := &Daemon{
+		cfgPath:  opts.ConfigPath,
+		hub:      opts.Hub,
+		conv:     opts.Converter,
+		log:      opts.Logger,
+		reg:      opts.Registry,
+		clock:    opts.Clock,
+		rnd:      opts.Rand,
+		dryRun:   opts.DryRun,
+		pairs:    newPairLocks(),
+		kickCh:   make(chan struct{}, 1),
+		inflight: map[state.JobKey]bool{},
+		loops:    map[string]*loop{},
+		notify:   newNotifier(),
+	}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	if d.reg == nil {
+		d.reg = prometheus.NewRegistry()
+	}
+	if d.clock == nil {
+		d.clock = realClock{}
+	}
+	if d.rnd == nil {
+		d.rnd = defaultRand()
+	}
+	var err error
+	if d.metrics, err = NewMetrics(d.reg); err != nil {
+		return nil, err
+	}
+	d.cfg.Store(opts.Config)
+	if sum, err := fileSum(d.cfgPath); err == nil {
+		d.cfgSum, d.triedSum = sum, sum
+	}
+	if err := d.openStore(opts.Config.StateDir); err != nil {
+		return nil, err
+	}
+	d.metrics.ConfigReloadOK.Set(1)
+	d.metrics.ConfigReloadTime.Set(float64(d.clock.Now().Unix()))
+	d.refreshGauges()
+	return d, nil
+}
+
+func (d *Daemon) openStore(dir string) error {
+	var err error
+	if !d.dryRun {
+		d.store, err = state.Open(dir, state.Options{})
+		return err
+	}
+	d.store, err = state.OpenReadOnly(dir, state.Options{})
+	if errors.Is(err, state.ErrNoState) {
+		// A dry run before the first real run: plan against empty state.
+		if d.tmpDir, err = os.MkdirTemp("", "lorasync-dry-run-"); err != nil {
+			return err
+		}
+		d.store, err = state.Open(d.tmpDir, state.Options{})
+	}
+	return err
+}
+
+// Close releases what New acquired. The state file is closed after every
+// transaction already; Close removes a dry run's scratch state.
+func (d *Daemon) Close() error {
+	if d.tmpDir != "" {
+		return os.RemoveAll(d.tmpDir)
+	}
+	return nil
+}
+
+// Config returns the running configuration (read-only).
+func (d *Daemon) Config() *config.Config { return d.cfg.Load() }
+
+// Store is the daemon's state database.
+func (d *Daemon) Store() *state.Store { return d.store }
+
+// Report is the outcome of RunOnce.
+type Report struct {
+	DryRun bool          `json:"dry_run"`
+	Tracks []TrackReport `json:"tracks"`
+	// Jobs are the jobs this pass ran, in their final state.
+	Jobs []state.Job `json:"jobs,omitempty"`
+}
+
+// Err summarises poll errors and jobs that did not end done.
+func (r *Report) Err() error {
+	var errs []error
+	for _, t := range r.Tracks {
+		if t.Error != "" {
+			errs = append(errs, fmt.Errorf("track %s: %s", t.Track, t.Error))
+		}
+	}
+	for _, j := range r.Jobs {
+		if j.Status != state.Done {
+			errs = append(errs, fmt.Errorf("%s: %s: %s", j.Key, j.Status, j.LastError))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RunOnce polls every track once, then runs every runnable job once (a
+// failed job is retried by a later run when its backoff allows), and
+// returns what happened. With DryRun it plans and runs nothing.
+func (d *Daemon) RunOnce(ctx context.Context) (*Report, error) {
+	rep := &Report{DryRun: d.dryRun}
+	if !d.dryRun {
+		if err := d.recoverInterrupted(); err != nil {
+			return nil, err
+		}
+	}
+	for _, tr := range d.Config().Tracks {
+		rep.Tracks = append(rep.Tracks, d.pollTrack(ctx, tr.Name))
+	}
+	if d.dryRun || ctx.Err() != nil {
+		return rep, ctx.Err()
+	}
+	if err := d.replan(); err != nil { // drop-ins of tracks the poll could not reach
+		return rep, err
+	}
+	before := d.clock.Now()
+	d.drainOnce(ctx)
+	d.workers.Wait()
+	err := d.store.View(func(tx *state.Tx) error {
+		jobs, err := tx.Jobs("")
+		for _, j := range jobs {
+			if !j.Started.Before(before) {
+				rep.Jobs = append(rep.Jobs, j)
+			}
+		}
+		return err
+	})
+	return rep, err
+}
+
+func (d *Daemon) recoverInterrupted() error {
+	jobs, err := d.store.RecoverInterrupted(d.clock.Now())
+	for _, j := range jobs {
+		d.log.Info("resuming a job interrupted by the previous process", "job", j.Key.String())
+	}
+	return err
+}
+
+// Run runs the daemon until ctx is cancelled: track loops, the worker pool,
+// config and drop-in watching, SIGHUP reloads, the HTTP server and
+// sd_notify. Cancellation is a clean stop and returns nil; in-flight jobs
+// are interrupted and resume on the next start.
+func (d *Daemon) Run(ctx context.Context) error {
+	if d.dryRun {
+		return errors.New("daemon: Run does not support dry runs; use RunOnce")
+	}
+	if err := d.recoverInterrupted(); err != nil {
+		return err
+	}
+	cfg := d.Config()
+	srv, err := d.serveHTTP(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer srv.shutdown()
+
+	jobsCtx, cancelJobs := context.WithCancel(ctx)
+	defer cancelJobs()
+	d.loopsMu.Lock()
+	d.loopCtx = jobsCtx
+	d.loopsMu.Unlock()
+	if err := d.applyTracks(cfg); err != nil {
+		return err
+	}
+	go d.dispatchLoop(jobsCtx)
+
+	fw, err := d.newFileWatcher()
+	if err != nil {
+		return err
+	}
+	defer fw.close()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	d.ready.Store(true)
+	d.notify.ready()
+	d.updateStatus()
+	d.log.Info("daemon running", "tracks", len(cfg.Tracks), "listen", srv.addr(), "watchdog", d.notify.watchdogInterval())
+
+	beat := d.notify.watchdogInterval() / 2
+	if beat <= 0 || beat > 10*time.Second {
+		beat = 10 * time.Second
+	}
+	ticker := time.NewTicker(beat)
+	defer ticker.Stop()
+	for {
+		d.heartbeat.Store(time.Now().UnixNano())
+		select {
+		case <-ctx.Done():
+			d.ready.Store(false)
+			d.notify.stopping()
+			d.log.Info("stopping: waiting for track loops and in-flight jobs")
+			d.stopLoops()
+			cancelJobs()
+			d.workers.Wait()
+			d.log.Info("stopped")
+			return nil
+		case <-hup:
+			d.log.Info("SIGHUP: reloading config")
+			d.Reload() // logs its own outcome
+		case ev := <-fw.events:
+			d.handleFileEvent(ev, fw)
+		case <-ticker.C:
+			d.notify.watchdog()
+			d.updateStatus()
+		}
+	}
+}
+
+// applyTracks starts, restarts and stops track loops so that exactly the
+// configured tracks run, each with the current schedule. Unchanged tracks
+// keep running. Only effective while Run runs.
+func (d *Daemon) applyTracks(cfg *config.Config) error {
+	sched, err := config.ParseSchedule(cfg.Schedule)
+	if err != nil {
+		return fmt.Errorf("schedule %q: %w", cfg.Schedule, err) // Validate checked it
+	}
+	d.loopsMu.Lock()
+	defer d.loopsMu.Unlock()
+	if d.loopCtx == nil {
+		return nil
+	}
+	old := d.loops
+	d.loops = map[string]*loop{}
+	prevSched := d.prevSchedule
+	for _, tr := range cfg.Tracks {
+		if l, ok := old[tr.Name]; ok && l.track.Equal(tr) && prevSched == cfg.Schedule {
+			d.loops[tr.Name] = l
+			delete(old, tr.Name)
+			continue
+		}
+		if l, ok := old[tr.Name]; ok {
+			l.stop()
+			delete(old, tr.Name)
+		}
+		ctx, cancel := context.WithCancel(d.loopCtx)
+		l := &loop{track: tr, cancel: cancel, done: make(chan struct{})}
+		go func(name string) {
+			defer close(l.done)
+			d.trackLoop(ctx, name, sched)
+		}(tr.Name)
+		d.loops[tr.Name] = l
+	}
+	for _, l := range old {
+		l.stop()
+	}
+	d.prevSchedule = cfg.Schedule
+	return nil
+}
+
+// stop cancels the loop and waits for it to exit.
+func (l *loop) stop() {
+	l.cancel()
+	<-l.done
+}
+
+func (d *Daemon) stopLoops() {
+	d.loopsMu.Lock()
+	defer d.loopsMu.Unlock()
+	for name, l := range d.loops {
+		l.stop()
+		delete(d.loops, name)
+	}
+	d.loopCtx = nil
+}
+
+// storeFailed records a state database error for /readyz and logs it.
+func (d *Daemon) storeFailed(err error) {
+	msg := err.Error()
+	d.storeErr.Store(&msg)
+	d.log.Error("state database", "err", err)
+}
+
+// httpServer is the optional health and metrics server.
+type httpServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+func (d *Daemon) serveHTTP(addr string) (*httpServer, error) {
+	if addr == "" {
+		return &httpServer{}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	s := &httpServer{srv: &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}, ln: ln}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("http server", "addr", addr, "err", err)
+		}
+	}()
+	return s, nil
+}
+
+func (s *httpServer) addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+func (s *httpServer) shutdown() {
+	if s.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.srv.Shutdown(ctx)
+}

@@ -1,0 +1,232 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/lorasync/lorasync/daemon/config"
+	"github.com/lorasync/lorasync/daemon/state"
+)
+
+// errSimulatedCrash is returned by runJob when a test hook simulates the
+// process dying right after a push: nothing is recorded.
+var errSimulatedCrash = errors.New("simulated crash after push")
+
+// kick wakes the dispatcher (new jobs, a finished job, a reload).
+func (d *Daemon) kick() {
+	select {
+	case d.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// startRunnable starts runnable jobs (oldest first) while fewer than
+// concurrency run. Jobs whose track or adapter is no longer registered
+// wait. skip, when not nil, holds jobs this pass already ran (RunOnce runs
+// each job at most once). It returns the earliest future retry time (zero
+// if none).
+func (d *Daemon) startRunnable(ctx context.Context, skip map[state.JobKey]bool) (next time.Time, started int) {
+	cfg := d.Config()
+	now := d.clock.Now()
+	var jobs []state.Job
+	if err := d.store.View(func(tx *state.Tx) error {
+		var err error
+		jobs, err = tx.Jobs("")
+		return err
+	}); err != nil {
+		d.storeFailed(err)
+		return now.Add(time.Minute), 0 // try again soon
+	}
+	slices.SortStableFunc(jobs, func(a, b state.Job) int { return a.Created.Compare(b.Created) })
+	registry := map[string]map[string]Adapter{}
+	for _, j := range jobs {
+		if j.Status == state.Failed && j.NextAttempt.After(now) && skip == nil {
+			if next.IsZero() || j.NextAttempt.Before(next) {
+				next = j.NextAttempt
+			}
+		}
+		if !j.Runnable(now) || skip[j.Key] || d.isInflight(j.Key) {
+			continue
+		}
+		if d.inflightCount() >= cfg.Concurrency {
+			break
+		}
+		tr, ok := cfg.Track(j.Key.Track)
+		if !ok {
+			continue
+		}
+		ads, ok := registry[tr.Name]
+		if !ok {
+			ads = map[string]Adapter{}
+			list, _ := registeredAdapters(tr)
+			for _, a := range list {
+				ads[a.ID] = a
+			}
+			registry[tr.Name] = ads
+		}
+		ad, ok := ads[j.Key.Adapter]
+		if !ok {
+			continue
+		}
+		if skip != nil {
+			skip[j.Key] = true
+		}
+		if d.launch(ctx, cfg, tr, ad, j) {
+			started++
+		}
+	}
+	return next, started
+}
+
+func (d *Daemon) isInflight(k state.JobKey) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.inflight[k]
+}
+
+func (d *Daemon) inflightCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.inflight)
+}
+
+// launch marks the job running and runs it in a worker goroutine.
+func (d *Daemon) launch(ctx context.Context, cfg *config.Config, tr config.Track, ad Adapter, j state.Job) bool {
+	now := d.clock.Now()
+	err := d.store.Update(func(tx *state.Tx) error {
+		cur, ok, err := tx.Job(j.Key)
+		if err != nil || !ok || !cur.Runnable(now) {
+			return errors.Join(err, errNotRunnable)
+		}
+		cur.Status, cur.Started, cur.Updated = state.Running, now, now
+		j = cur
+		return tx.PutJob(cur)
+	})
+	if errors.Is(err, errNotRunnable) {
+		return false
+	}
+	if err != nil {
+		d.storeFailed(err)
+		return false
+	}
+	d.mu.Lock()
+	d.inflight[j.Key] = true
+	d.mu.Unlock()
+	d.refreshGauges()
+	d.workers.Add(1)
+	go func() {
+		defer d.workers.Done()
+		defer d.kick()
+		defer func() {
+			d.mu.Lock()
+			delete(d.inflight, j.Key)
+			d.mu.Unlock()
+		}()
+		d.log.Info("job started", "job", j.Key.String(), "attempt", j.Attempts+1)
+		start := d.clock.Now()
+		out, err := d.runJob(ctx, cfg, tr, ad, j)
+		d.finish(ctx, cfg, out, err, d.clock.Now().Sub(start))
+	}()
+	return true
+}
+
+var errNotRunnable = errors.New("job not runnable")
+
+// finish records a job's outcome.
+func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, runErr error, took time.Duration) {
+	if errors.Is(runErr, errSimulatedCrash) {
+		return // as if the process died: the job stays running
+	}
+	now := d.clock.Now()
+	outcome := ""
+	switch {
+	case runErr == nil:
+		j.Status, j.LastError, j.NextAttempt, j.Finished = state.Done, "", time.Time{}, now
+		j.Attempts++
+		outcome = "done"
+	case ctx.Err() != nil:
+		// Shutdown: not the job's fault; it resumes on the next start.
+		j.Status, j.LastError = state.Pending, "interrupted by shutdown; resumes on next start"
+		outcome = "interrupted"
+	default:
+		j.Attempts++
+		j.LastError = runErr.Error()
+		if IsPermanent(runErr) || j.Attempts >= cfg.Retry.MaxAttempts {
+			j.Status, j.Finished = state.Parked, now
+			outcome = "parked"
+		} else {
+			j.Status = state.Failed
+			j.NextAttempt = now.Add(backoffDelay(j.Attempts, cfg.Retry.BackoffBase, cfg.Retry.BackoffMax, d.rnd))
+			outcome = "failed"
+		}
+	}
+	j.Updated = now
+	if err := d.store.Update(func(tx *state.Tx) error { return tx.PutJob(j) }); err != nil {
+		d.storeFailed(err)
+		return
+	}
+	d.metrics.JobDuration.WithLabelValues(outcome).Observe(took.Seconds())
+	switch outcome {
+	case "done":
+		d.log.Info("job done", "job", j.Key.String(), "output", j.OutputRepo+"@"+j.OutputRevision,
+			"commit", j.OutputCommit, "pull_request", j.PullRequest, "reconciled", j.Reconciled, "summary", j.Summary)
+	case "failed":
+		d.log.Warn("job failed; will retry", "job", j.Key.String(), "attempt", j.Attempts, "next_attempt", j.NextAttempt, "err", runErr)
+	case "parked":
+		d.log.Error("job parked; it will not be retried until reset", "job", j.Key.String(), "attempts", j.Attempts, "err", runErr)
+	case "interrupted":
+		d.log.Info("job interrupted by shutdown", "job", j.Key.String())
+	}
+	d.refreshGauges()
+}
+
+// saveJob stores a job mid-run (e.g. its pinned adapter revision).
+func (d *Daemon) saveJob(j state.Job) error {
+	j.Updated = d.clock.Now()
+	if err := d.store.Update(func(tx *state.Tx) error { return tx.PutJob(j) }); err != nil {
+		d.storeFailed(err)
+		return err
+	}
+	return nil
+}
+
+// dispatchLoop runs jobs until ctx is cancelled: on every kick and at the
+// earliest pending retry time.
+func (d *Daemon) dispatchLoop(ctx context.Context) {
+	for {
+		next, _ := d.startRunnable(ctx, nil)
+		var retry <-chan time.Time
+		if !next.IsZero() {
+			retry = d.clock.After(next.Sub(d.clock.Now()))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kickCh:
+		case <-retry:
+		}
+	}
+}
+
+// drainOnce runs every job runnable now, each at most once, and waits for
+// them: the job half of RunOnce. Jobs that fail wait for their retry time
+// in state (the next run picks them up).
+func (d *Daemon) drainOnce(ctx context.Context) {
+	skip := map[state.JobKey]bool{}
+	for {
+		// Read the count first: with nothing in flight the concurrency limit
+		// cannot hold a job back, so starting nothing means nothing is left.
+		busy := d.inflightCount()
+		if _, started := d.startRunnable(ctx, skip); started == 0 && busy == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			d.workers.Wait()
+			return
+		case <-d.kickCh:
+		}
+	}
+}

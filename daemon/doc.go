@@ -1,0 +1,30 @@
+// Package daemon runs lorasync unattended: it watches base-model repos on
+// the Hub, notices new versions, migrates every registered adapter to them
+// and pushes the results, without ever losing track of what it did.
+//
+// The moving parts, one file each:
+//
+//   - watch.go: one loop per track (hash-derived start offset, cron
+//     schedule) that discovers new base versions: new commits on the
+//     tracked revision, successor repos appearing, repos matching an author
+//     and name pattern.
+//   - plan.go: desired jobs = registered adapters x latest versions; missing
+//     ones are created, in the same transaction that records the versions.
+//   - dispatch.go: a bounded worker pool (config concurrency) that runs
+//     runnable jobs, retries failures with backoff and parks a job after
+//     retry.max_attempts; one bad adapter never blocks the others.
+//   - pipeline.go: resolve -> download (free disk checked first) -> pair
+//     analysis + migrate (Converter) -> check output -> push -> record.
+//   - provenance.go: lorasync.json + model card; before every push the
+//     target is searched for a provenance record of the same migration, so
+//     a crash between push and record never causes a second push.
+//   - reload.go: one reloadConfig, triggered by SIGHUP and by fsnotify on
+//     the config file's directory; drop-in directories are watched too.
+//   - metrics.go, http.go, notify.go: Prometheus metrics on an injected
+//     registry, /healthz and /readyz, sd_notify READY/STATUS/WATCHDOG.
+//
+// The daemon depends on the Hub and on the converter only through the small
+// interfaces Hub and Converter defined here; the command wires hub.Client
+// and convert.Convert to them. The state lives in package daemon/state, the
+// configuration in package daemon/config.
+package daemon

@@ -1,0 +1,196 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lorasync/lorasync/daemon/config"
+	"github.com/lorasync/lorasync/daemon/state"
+)
+
+var t0 = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+
+// harness is a daemon test bed: a temp dir with a config file, a fake Hub,
+// a fake converter and a manual clock.
+type harness struct {
+	t       *testing.T
+	dir     string
+	cfgPath string
+	hub     *fakeHub
+	conv    *fakeConverter
+	clock   *fakeClock
+	logs    *syncBuffer
+	hook    func(state.JobKey) bool
+}
+
+// header is the non-track part of every test config. min_free_disk is a
+// few bytes: the check runs on the real filesystem.
+const header = `
+state_dir: state
+cache_dir: cache
+schedule: "@every 1h"
+listen: ""
+concurrency: 2
+retry: {max_attempts: 3, backoff_base: 1m, backoff_max: 10m}
+min_free_disk: 1KiB
+log: {format: text, level: debug}
+`
+
+func newHarness(t *testing.T, tracks string) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir(), conv: newFakeConverter(), clock: newFakeClock(t0), logs: &syncBuffer{}}
+	h.hub = newFakeHub(filepath.Join(h.dir, "hubcache"))
+	h.cfgPath = filepath.Join(h.dir, "config.yaml")
+	h.writeConfig(tracks)
+	return h
+}
+
+// writeConfig writes header+tracks; replace holds old/new pairs applied to
+// the header (e.g. "concurrency: 2", "concurrency: 4").
+func (h *harness) writeConfig(tracks string, replace ...string) {
+	h.t.Helper()
+	hd := strings.NewReplacer(replace...).Replace(header)
+	if err := os.WriteFile(h.cfgPath, []byte(hd+tracks), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) config() *config.Config {
+	h.t.Helper()
+	c, err := config.Load(h.cfgPath)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
+
+func (h *harness) daemon(dryRun bool) *Daemon {
+	h.t.Helper()
+	d, err := New(Options{
+		Config: h.config(), ConfigPath: h.cfgPath, Hub: h.hub, Converter: h.conv,
+		Logger:   slog.New(slog.NewTextHandler(io.MultiWriter(h.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Registry: prometheus.NewRegistry(), Clock: h.clock, Rand: func() float64 { return 0.5 }, DryRun: dryRun,
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	d.testHookAfterPush = h.hook
+	h.t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// runOnce runs one pass with a fresh daemon, as `lorasync run` does.
+func (h *harness) runOnce() *Report {
+	h.t.Helper()
+	rep, err := h.daemon(false).RunOnce(context.Background())
+	if err != nil {
+		h.t.Fatalf("RunOnce: %v", err)
+	}
+	return rep
+}
+
+func (h *harness) jobs() []state.Job {
+	h.t.Helper()
+	s, err := state.OpenReadOnly(filepath.Join(h.dir, "state"), state.Options{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	snap, err := s.Snapshot()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return snap.Jobs
+}
+
+func (h *harness) job(adapter string) state.Job {
+	h.t.Helper()
+	var found []state.Job
+	for _, j := range h.jobs() {
+		if strings.Contains(j.Key.Adapter, adapter) {
+			found = append(found, j)
+		}
+	}
+	if len(found) != 1 {
+		h.t.Fatalf("want exactly one job for %s, got %+v", adapter, found)
+	}
+	return found[0]
+}
+
+// baseFiles is a tiny "model": what the fake converter checks for.
+func baseFiles(version string) map[string][]byte {
+	return map[string][]byte{
+		"config.json":       []byte(`{"model_type":"llama","version":"` + version + `"}`),
+		"model.safetensors": bytes.Repeat([]byte(version), 64),
+	}
+}
+
+func adapterFiles(r int) map[string][]byte {
+	return map[string][]byte{
+		adapterConfigFile:  []byte(fmt.Sprintf(`{"r":%d,"lora_alpha":16,"target_modules":["q_proj"],"base_model_name_or_path":"org/base"}`, r)),
+		adapterWeightsFile: bytes.Repeat([]byte{7}, 128),
+	}
+}
+
+func writeAdapterDir(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func readProvenance(t *testing.T, data []byte) Provenance {
+	t.Helper()
+	var p Provenance
+	if err := json.Unmarshal(data, &p); err != nil {
+		t.Fatalf("provenance: %v\n%s", err, data)
+	}
+	return p
+}
+
+// eventually polls cond until it holds or the deadline passes. It waits
+// for asynchronous work (fsnotify, goroutines); it asserts no timing.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,233 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lorasync/lorasync/daemon/config"
+	"github.com/lorasync/lorasync/daemon/state"
+)
+
+// runJob takes one job through the pipeline:
+//
+//	resolve -> download -> pair analysis + migrate -> check output -> push -> (record)
+//
+// and returns the job with its outputs filled in. Recording is the
+// caller's (dispatch.go). Before pushing, the target is searched for an
+// earlier push of the same migration (reconcile), so a crash between push
+// and record never leads to a second push.
+func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track, ad Adapter, job state.Job) (state.Job, error) {
+	// resolve: pin the adapter revision at the first attempt so that every
+	// retry migrates the same bytes.
+	// A local adapter is re-hashed at every attempt: if its files changed,
+	// the new content is what gets migrated and recorded.
+	if job.AdapterCommit == "" || ad.Local() {
+		c, err := d.resolveAdapter(ctx, ad)
+		if err != nil {
+			return job, fmt.Errorf("resolve adapter %s: %w", ad.ID, err)
+		}
+		job.AdapterCommit = c
+		if err := d.saveJob(job); err != nil {
+			return job, err
+		}
+	}
+	tg, err := targetFor(tr, ad, job.Key.BaseRepo)
+	if err != nil {
+		return job, err
+	}
+
+	// A cheap early reconcile: if an earlier (crashed) attempt already
+	// pushed, there is nothing to download or convert.
+	if found, _, err := reconcile(ctx, d.hub, tg, job); err != nil {
+		return job, err
+	} else if found != nil {
+		return d.reconciled(job, tg, found), nil
+	}
+
+	// download
+	if err := checkFreeDisk(cfg.CacheDir, int64(cfg.MinFreeDisk)); err != nil {
+		return job, err
+	}
+	oldDir, err := d.snapshot(ctx, job.OldBaseRepo, job.OldBaseCommit, "old base")
+	if err != nil {
+		return job, err
+	}
+	newDir, err := d.snapshot(ctx, job.Key.BaseRepo, job.Key.BaseCommit, "new base")
+	if err != nil {
+		return job, err
+	}
+	adapterDir := ad.Path
+	if !ad.Local() {
+		if adapterDir, err = d.snapshot(ctx, ad.Repo, job.AdapterCommit, "adapter"); err != nil {
+			return job, err
+		}
+	}
+
+	// pair analysis + migrate
+	work := filepath.Join(cfg.CacheDir, "work", jobDirName(job.Key))
+	if err := os.RemoveAll(work); err != nil {
+		return job, fmt.Errorf("clean work dir %s: %w", work, err)
+	}
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return job, fmt.Errorf("work dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+	out := filepath.Join(work, "out")
+	req := ConvertRequest{
+		AdapterDir: adapterDir, OldBaseDir: oldDir, NewBaseDir: newDir, OutDir: out,
+		CacheDir:    filepath.Join(cfg.CacheDir, "pairs"),
+		NewBaseRepo: job.Key.BaseRepo, NewBaseCommit: job.Key.BaseCommit,
+		Options: tr.Convert,
+	}
+	unlock, err := d.pairs.lock(ctx, job.OldBaseRepo+"@"+job.OldBaseCommit+" -> "+job.Key.BaseRepo+"@"+job.Key.BaseCommit)
+	if err != nil {
+		return job, err
+	}
+	res, err := d.conv.Convert(ctx, req)
+	unlock()
+	if err != nil {
+		return job, fmt.Errorf("migrate %s to %s@%s: %w", ad.ID, job.Key.BaseRepo, short(job.Key.BaseCommit), err)
+	}
+	job.Summary = res.Summary
+
+	// check output
+	if err := d.conv.Verify(ctx, out, newDir); err != nil {
+		return job, permanentf("check migrated adapter %s: %w", ad.ID, err)
+	}
+	if err := writeProvenance(out, newProvenance(job, ad, tr.Convert, res, d.clock.Now())); err != nil {
+		return job, err
+	}
+
+	// push, after a last reconcile against the head we build on.
+	if err := ctx.Err(); err != nil {
+		return job, err
+	}
+	found, parent, err := reconcile(ctx, d.hub, tg, job)
+	if err != nil {
+		return job, err
+	}
+	if found != nil {
+		return d.reconciled(job, tg, found), nil
+	}
+	pushed, err := d.hub.Upload(ctx, Upload{
+		Repo: tg.Repo, Revision: tg.Revision, Dir: out, ParentCommit: parent,
+		CreatePR: tg.CreatePR, Private: tg.Private,
+		Summary: fmt.Sprintf("lorasync: migrate %s to %s", ad.Name(), job.Key.BaseRepo),
+		Message: fmt.Sprintf("Migrated %s (%s) from %s@%s to %s@%s with LoRASuite.\n\n%s",
+			ad.ID, job.AdapterCommit, job.OldBaseRepo, job.OldBaseCommit, job.Key.BaseRepo, job.Key.BaseCommit, res.Summary),
+	})
+	if err != nil {
+		return job, fmt.Errorf("push to %s: %w", tg, err)
+	}
+	d.metrics.Pushes.WithLabelValues("pushed").Inc()
+	if d.testHookAfterPush != nil && d.testHookAfterPush(job.Key) {
+		return job, errSimulatedCrash
+	}
+	job.OutputRepo, job.OutputRevision, job.OutputCommit, job.PullRequest = tg.Repo, tg.Revision, pushed.Commit, pushed.PullRequest
+	job.Reconciled = false
+	return job, nil
+}
+
+func (d *Daemon) reconciled(job state.Job, tg target, found *existing) state.Job {
+	d.log.Info("found an earlier push of this migration on the Hub; recording it instead of pushing again",
+		"job", job.Key.String(), "target", tg.String(), "commit", found.Commit)
+	d.metrics.Pushes.WithLabelValues("reconciled").Inc()
+	job.OutputRepo, job.OutputRevision, job.OutputCommit, job.PullRequest = tg.Repo, tg.Revision, found.Commit, found.PullRequest
+	job.Reconciled = true
+	return job
+}
+
+func (d *Daemon) resolveAdapter(ctx context.Context, ad Adapter) (string, error) {
+	if ad.Local() {
+		if _, err := os.Stat(filepath.Join(ad.Path, adapterConfigFile)); err != nil {
+			return "", permanentf("adapter %s: %w", ad.Path, err)
+		}
+		return hashDir(ad.Path)
+	}
+	return d.hub.Head(ctx, ad.Repo, ad.Revision)
+}
+
+func (d *Daemon) snapshot(ctx context.Context, repo, commit, what string) (string, error) {
+	dir, n, err := d.hub.Snapshot(ctx, repo, commit)
+	if err != nil {
+		return "", fmt.Errorf("download %s %s@%s: %w", what, repo, short(commit), err)
+	}
+	d.metrics.DownloadedBytes.Add(float64(n))
+	return dir, nil
+}
+
+// checkFreeDisk refuses to download when dir's filesystem has less than
+// min bytes available to unprivileged users. The error is transient: the
+// job retries later, when space may have been freed.
+func checkFreeDisk(dir string, min int64) error {
+	if min <= 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("cache_dir %s: %w", dir, err)
+	}
+	free, err := freeDisk(dir)
+	if err != nil {
+		return err
+	}
+	if free < min {
+		return fmt.Errorf("cache_dir %s: %s free, below min_free_disk %s", dir, config.ByteSize(free), config.ByteSize(min))
+	}
+	return nil
+}
+
+// freeDisk returns the bytes available to unprivileged users on dir's
+// filesystem.
+func freeDisk(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// jobDirName is a filesystem-safe, stable name for a job's work dir.
+func jobDirName(k state.JobKey) string {
+	h := sha256.Sum256([]byte(k.Track + "\x00" + k.Adapter + "\x00" + k.BaseRepo + "@" + k.BaseCommit))
+	return hex.EncodeToString(h[:8])
+}
+
+func short(commit string) string {
+	if len(commit) > 12 {
+		return commit[:12]
+	}
+	return commit
+}
+
+// pairLocks serialises conversions of the same base pair so that the
+// converter's pair-analysis cache is computed once and then shared.
+type pairLocks struct {
+	mu sync.Mutex
+	m  map[string]chan struct{} // a 1-slot channel per pair: waiting is cancellable
+}
+
+func newPairLocks() *pairLocks { return &pairLocks{m: map[string]chan struct{}{}} }
+
+// lock waits for the pair's lock or ctx; the returned func releases it.
+func (p *pairLocks) lock(ctx context.Context, pair string) (func(), error) {
+	p.mu.Lock()
+	ch, ok := p.m[pair]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		p.m[pair] = ch
+	}
+	p.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
