@@ -24,6 +24,13 @@ type uploadResult struct {
 }
 
 type downloadResult struct {
+	Models []struct {
+		Name      string `json:"name"`
+		SHA       string `json:"sha"`
+		Private   bool   `json:"private"`
+		UpdatedAt string `json:"updatedAt"`
+	} `json:"models"`
+	MissingIsNull bool `json:"missingIsNull"`
 	Info struct {
 		ID       string         `json:"id"`
 		Name     string         `json:"name"`
@@ -115,9 +122,21 @@ func TestJSUploadGoReads(t *testing.T) {
 	// A commit with parentCommit, an addition and a deletion.
 	readme := []byte("---\nbase_model: org/base\nlibrary_name: peft\n---\n# adapter\n")
 	env = map[string]string{"HUB_URL": s.URL, "HF_TOKEN": jsToken, "REPO": repo, "TITLE": "card", "PARENT_COMMIT": up.Commit, "DELETE": "config.json"}
+	// weights/copy.dat repeats an LFS object the Hub already holds: the batch
+	// answer has no actions and nothing goes to the CDN.
+	s.ResetRequests()
 	var up2 uploadResult
-	if out, err := runNode(t, node, "upload.mjs", env, &up2, append([]string{"commit"}, writeFiles(t, map[string][]byte{"README.md": readme})...)...); err != nil {
+	second := map[string][]byte{"README.md": readme, "weights/copy.dat": files["weights/big.dat"]}
+	if out, err := runNode(t, node, "upload.mjs", env, &up2, append([]string{"commit"}, writeFiles(t, second)...)...); err != nil {
 		t.Fatalf("upload.mjs commit: %v\n%s", err, out)
+	}
+	for _, r := range s.Requests() {
+		if r.Host == "cdn" {
+			t.Errorf("an already stored object was uploaded again: %s %s", r.Method, r.Path)
+		}
+	}
+	if got, _ := s.File(repo, "main", "weights/copy.dat"); !bytes.Equal(got, files["weights/big.dat"]) {
+		t.Errorf("weights/copy.dat differs from the stored object")
 	}
 	commits, err := s.Commits(repo, "main")
 	if err != nil || commits[0].ID != up2.Commit || commits[0].Parents[0] != up.Commit || commits[0].Title != "card" || commits[0].Author != jsUser {
@@ -142,7 +161,8 @@ func TestJSUploadGoReads(t *testing.T) {
 	if filepath.Base(snap) != up2.Commit {
 		t.Errorf("snapshot dir %s is not named after commit %s", snap, up2.Commit)
 	}
-	want := map[string][]byte{"README.md": readme, "adapter_model.safetensors": files["adapter_model.safetensors"], "weights/big.dat": files["weights/big.dat"]}
+	want := map[string][]byte{"README.md": readme, "adapter_model.safetensors": files["adapter_model.safetensors"],
+		"weights/big.dat": files["weights/big.dat"], "weights/copy.dat": files["weights/big.dat"]}
 	for name, data := range want {
 		got, err := os.ReadFile(filepath.Join(snap, filepath.FromSlash(name)))
 		if err != nil || !bytes.Equal(got, data) {
@@ -165,6 +185,9 @@ func TestJSDownloadsGoCommits(t *testing.T) {
 	repo := owner + "/base"
 	// Private, so that every download needs the token and the CDN hop must
 	// drop it.
+	if err := s.CreateRepo(owner+"/other", false); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.CreateRepo(repo, true); err != nil {
 		t.Fatal(err)
 	}
@@ -278,6 +301,12 @@ func TestJSDownloadsGoCommits(t *testing.T) {
 	}
 	if all, _ := s.Files(repo, "main"); nFiles != len(all) {
 		t.Errorf("listFiles gave %d files, the fake holds %d", nFiles, len(all))
+	}
+	if len(res.Models) != 2 || res.Models[0].Name != repo || res.Models[0].SHA != head || !res.Models[0].Private || res.Models[1].Name != owner+"/other" {
+		t.Errorf("listModels by owner (default order: by id), private repo included: %+v", res.Models)
+	}
+	if !res.MissingIsNull {
+		t.Errorf("fileDownloadInfo of a missing path did not return null (EntryNotFound)")
 	}
 	checkCDNNeverSawToken(t, s)
 }

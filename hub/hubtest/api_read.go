@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -301,7 +302,8 @@ func (s *Server) handleListModels(w http.ResponseWriter, r *http.Request, c call
 	var hits []*repo
 	for _, rp := range s.repos {
 		if !s.canSee(c, rp) || (author != "" && rp.namespace() != author) ||
-			(search != "" && !strings.Contains(strings.ToLower(rp.ID), search)) {
+			(search != "" && !strings.Contains(strings.ToLower(rp.ID), search)) ||
+			!hasAllTags(s.cardTagsLocked(rp), q["filter"]) {
 			continue
 		}
 		hits = append(hits, rp)
@@ -331,6 +333,23 @@ func (s *Server) handleListModels(w http.ResponseWriter, r *http.Request, c call
 	}
 	s.setNextLink(w, r, page, limit, len(hits))
 	writeJSON(w, http.StatusOK, out)
+}
+
+// cardTagsLocked is the tag list of a repo's main branch. Callers hold s.mu.
+func (s *Server) cardTagsLocked(rp *repo) []string {
+	cm, _ := rp.resolve("main")
+	return cardTags(s.cardData(cm))
+}
+
+// hasAllTags reports whether every wanted tag is among tags (the listing's
+// filter= parameters).
+func hasAllTags(tags, wanted []string) bool {
+	for _, w := range wanted {
+		if !slices.Contains(tags, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // sortRepos orders repos by the sort key (lastModified, createdAt or id),

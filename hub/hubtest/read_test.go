@@ -185,6 +185,13 @@ func TestListModels(t *testing.T) {
 	if len(items) != 3 || items[0]["lastModified"] == nil || items[0]["sha"] != nil {
 		t.Fatalf("bob's expanded listing: %v", items)
 	}
+	if _, err := s.Commit("bob/lora-c", "main", map[string][]byte{"README.md": []byte("---\ntags: [peft]\nbase_model: alice/base\n---\n")}, "card"); err != nil {
+		t.Fatal(err)
+	}
+	items, _ = list("filter=peft&filter=base_model:alice/base", "")
+	if ids(items) != "bob/lora-c" {
+		t.Fatalf("filter by tags: %s", ids(items))
+	}
 	items, resp := list("search=lora&limit=2", "")
 	m := linkRE.FindStringSubmatch(resp.Header.Get("Link"))
 	if len(items) != 2 || m == nil || !strings.HasPrefix(m[1], s.URL) {

@@ -5,7 +5,8 @@
 //
 // Each path is fetched twice: downloadFile (bytes written under OUT_DIR) and
 // downloadFileToCacheDir (the HF cache layout under CACHE_DIR). RESULT
-// receives {info, files: {path: {size, etag, cachePath}}, commits, tree}.
+// receives {info, files: {path: {size, etag, cachePath}}, commits, tree,
+// models (listModels of the repo's owner), missingIsNull}.
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import {
@@ -14,6 +15,7 @@ import {
 	fileDownloadInfo,
 	listCommits,
 	listFiles,
+	listModels,
 	modelInfo,
 } from "@huggingface/hub";
 import { env, run, settings, writeResult } from "./common.mjs";
@@ -51,7 +53,16 @@ run(async () => {
 	for await (const f of listFiles({ ...base, revision, recursive: true })) {
 		tree.push({ path: f.path, type: f.type, oid: f.oid, size: f.size, lfsOid: f.lfs?.oid });
 	}
+	const models = [];
+	const owner = base.repo.name.split("/")[0];
+	for await (const m of listModels({ hubUrl: base.hubUrl, accessToken: base.accessToken, search: { owner }, additionalFields: ["sha"] })) {
+		models.push({ name: m.name, sha: m.sha, private: m.private, updatedAt: m.updatedAt });
+	}
+	// A missing file is null (EntryNotFound), not an error.
+	const missing = await fileDownloadInfo({ ...base, path: "does/not/exist.json", revision });
 	await writeResult({
+		models,
+		missingIsNull: missing === null,
 		info: { id: info.id, name: info.name, sha: info.sha, cardData: info.cardData, tags: info.tags, updatedAt: info.updatedAt },
 		files,
 		commits,
