@@ -31,7 +31,7 @@ type downloadResult struct {
 		UpdatedAt string `json:"updatedAt"`
 	} `json:"models"`
 	MissingIsNull bool `json:"missingIsNull"`
-	Info struct {
+	Info          struct {
 		ID       string         `json:"id"`
 		Name     string         `json:"name"`
 		SHA      string         `json:"sha"`
