@@ -151,3 +151,25 @@ func TestCheckMismatch(t *testing.T) {
 		}
 	}
 }
+
+// target_modules as a regex string selects modules by full-path match; a list
+// selects by name suffix. Both forms load the same tensors when they agree.
+func TestLoadTargetForms(t *testing.T) {
+	for name, target := range map[string]any{
+		"list":  []string{"q_proj", "v_proj"},
+		"regex": `model\.layers\.\d+\.self_attn\.(q|v)_proj`,
+	} {
+		a, err := Load(writeAdapter(t, with(baseConfig(), "target_modules", target), qvPairs(4)))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(a.Modules) != 4 {
+			t.Errorf("%s: %d modules", name, len(a.Modules))
+		}
+	}
+	// A regex that misses v_proj makes the v_proj tensors unexplained.
+	_, err := Load(writeAdapter(t, with(baseConfig(), "target_modules", `.*\.q_proj`), qvPairs(4)))
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "v_proj: has tensors but") {
+		t.Errorf("err = %v", err)
+	}
+}
