@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/mat"
 
@@ -47,6 +48,9 @@ type Transfer struct {
 	Rows int
 	// Ridge is the absolute ridge lambda added to E_o^T E_o (0 for identity).
 	Ridge float64
+
+	w32Once sync.Once
+	w32     []float32 // W in float32, for mulRight32
 
 	pinvOnce sync.Once
 	pinvChol *mat.Cholesky // of W^T W (d_n <= d_o) or W W^T (d_n > d_o), ridged
@@ -224,6 +228,28 @@ func (t *Transfer) mulRight(x mat.Matrix) *mat.Dense {
 	var out mat.Dense
 	out.Mul(x, t.W)
 	return &out
+}
+
+// mulRight32 returns x W_x in float32 with float32 accumulation (blas32
+// Sgemm: twice the speed and half the memory traffic of float64). x is
+// k x d_o row-major; the result is k x d_n row-major.
+func (t *Transfer) mulRight32(x []float32, k int) []float32 {
+	if len(x) != k*t.DOld {
+		panic(fmt.Sprintf("lorasuite: x W_x with %d values for %d x %d", len(x), k, t.DOld))
+	}
+	if t.Identity {
+		return append([]float32(nil), x...)
+	}
+	t.w32Once.Do(func() { t.w32 = linalg.Float32(t.W) })
+	out := make([]float32, k*t.DNew)
+	if k == 0 {
+		return out
+	}
+	blas32.Gemm(blas.NoTrans, blas.NoTrans, 1,
+		blas32.General{Rows: k, Cols: t.DOld, Stride: t.DOld, Data: x},
+		blas32.General{Rows: t.DOld, Cols: t.DNew, Stride: t.DNew, Data: t.w32},
+		0, blas32.General{Rows: k, Cols: t.DNew, Stride: t.DNew, Data: out})
+	return out
 }
 
 // mulLeftT returns W_x^T y: y is d_o x k, the result d_n x k.
