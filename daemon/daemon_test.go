@@ -1,0 +1,244 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/lorasync/lorasync/daemon/state"
+)
+
+// running starts d.Run in the background and returns a stop function that
+// cancels it and waits for Run to return.
+func running(t *testing.T, d *Daemon) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(ctx) }()
+	eventually(t, "daemon ready", d.ready.Load)
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("Run returned %v after cancellation, want nil", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestRunPollsOnScheduleMigratesAndStops(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	d := h.daemon(false)
+	stop := running(t, d)
+
+	// The track loop waits for its start offset (< 1 min), then polls.
+	eventually(t, "track loop waiting", func() bool { return h.clock.pending() >= 1 })
+	h.clock.Advance(time.Minute)
+	eventually(t, "baseline recorded", func() bool { return h.hub.count("Head") >= 1 && h.clock.pending() >= 1 })
+
+	c1 := h.hub.commit("org/base", "main", baseFiles("v1"))
+	h.clock.Advance(time.Hour + time.Minute)
+	eventually(t, "migrated adapter pushed", func() bool { return h.hub.uploadCount() == 1 })
+	eventually(t, "job recorded", func() bool {
+		js := h.jobs()
+		return len(js) == 1 && js[0].Status == state.Done && js[0].Key.BaseCommit == c1
+	})
+
+	// /readyz and /metrics while running.
+	srv := httptest.NewServer(d.Handler())
+	defer srv.Close()
+	if code, body := get(t, srv.URL+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s while running", code, body)
+	}
+	_, metrics := get(t, srv.URL+"/metrics")
+	for _, want := range []string{`lorasync_jobs{state="done"} 1`, `lorasync_pushes_total{kind="pushed"} 1`,
+		"lorasync_config_last_reload_successful 1", `lorasync_last_successful_poll_timestamp_seconds{track="t"}`,
+		"lorasync_downloaded_bytes_total", "lorasync_job_duration_seconds_bucket"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	stop()
+	if code, _ := get(t, srv.URL+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d after stop, want 503", code)
+	}
+	if code, _ := get(t, srv.URL+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d, want 200", code)
+	}
+	d.loopsMu.Lock()
+	n := len(d.loops)
+	d.loopsMu.Unlock()
+	if n != 0 {
+		t.Errorf("%d track loops left after stop", n)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// replaceFile writes path the way editors do: a new file renamed over it.
+func replaceFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".swp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInvalidConfigReloadKeepsRunningConfig(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	d := h.daemon(false)
+	running(t, d)
+	old := d.Config()
+
+	// An invalid config, written by rename-replace: rejected, old one stays.
+	replaceFile(t, h.cfgPath, header+strings.Replace(oneAdapterTrack, "acme/math", "not-a-repo", 1))
+	eventually(t, "reload attempted and failed", func() bool { return testutil.ToFloat64(d.metrics.ConfigReloadOK) == 0 })
+	if d.Config() != old {
+		t.Fatal("an invalid config replaced the running one")
+	}
+	if !strings.Contains(h.logs.String(), "tracks[0].adapters[0].repo") {
+		t.Errorf("the log does not name the bad key:\n%s", h.logs.String())
+	}
+	if err := d.Reload(); err == nil {
+		t.Error("Reload of the invalid file succeeded")
+	}
+
+	// A valid edit is applied.
+	replaceFile(t, h.cfgPath, strings.Replace(header, "concurrency: 2", "concurrency: 5", 1)+oneAdapterTrack)
+	eventually(t, "valid config applied", func() bool { return d.Config().Concurrency == 5 })
+	if got := testutil.ToFloat64(d.metrics.ConfigReloadOK); got != 1 {
+		t.Errorf("reload gauge = %v after a good reload", got)
+	}
+}
+
+func TestSIGHUPReloads(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	d := h.daemon(false)
+	// Edit the file before Run starts its watcher: only the signal can
+	// make the daemon notice.
+	h.writeConfig(oneAdapterTrack, "concurrency: 2", "concurrency: 7")
+	running(t, d)
+	if d.Config().Concurrency != 2 {
+		t.Fatal("config changed before SIGHUP")
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "SIGHUP reload", func() bool { return d.Config().Concurrency == 7 })
+}
+
+func TestDropinDirWatchedLive(t *testing.T) {
+	h := newHarness(t, `
+tracks:
+  - name: t
+    base: {repo: org/base}
+    follow: {commits: true}
+    dropin_dirs: [dropin]
+    target: {repo_template: "{adapter}-{base_name}", owner: migrated}
+`)
+	dropin := filepath.Join(h.dir, "dropin")
+	os.MkdirAll(dropin, 0o755)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.runOnce()
+	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h.runOnce() // the new version is known; no adapters yet
+	if len(h.jobs()) != 0 {
+		t.Fatalf("jobs without adapters: %+v", h.jobs())
+	}
+
+	d := h.daemon(false)
+	running(t, d)
+	// Create the folder first, then its files, as a copy would.
+	dir := filepath.Join(dropin, "new-adapter")
+	os.Mkdir(dir, 0o755)
+	writeAdapterDir(t, dir, adapterFiles(8))
+	eventually(t, "drop-in adapter migrated and pushed", func() bool {
+		_, ok := h.hub.file("migrated/new-adapter-base", "main", ProvenanceFile)
+		return ok
+	})
+}
+
+func TestShutdownLeavesJobResumable(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h.conv.delay = time.Hour // a conversion that outlives the daemon
+
+	d := h.daemon(false)
+	stop := running(t, d)
+	eventually(t, "track loop waiting", func() bool { return h.clock.pending() >= 1 })
+	h.clock.Advance(time.Minute)
+	eventually(t, "job running", func() bool {
+		js := h.jobs()
+		return len(js) == 1 && js[0].Status == state.Running
+	})
+	stop() // SIGTERM: the job is interrupted, not failed
+	j := h.job("acme/math")
+	if j.Status != state.Pending || j.Attempts != 0 || !strings.Contains(j.LastError, "interrupted") {
+		t.Fatalf("after shutdown: %+v", j)
+	}
+	h.conv.delay = 0
+	h.runOnce()
+	if j := h.job("acme/math"); j.Status != state.Done || h.hub.uploadCount() != 1 {
+		t.Fatalf("after restart: %+v, uploads %d", j, h.hub.uploadCount())
+	}
+}
+
+// A job left running by a killed process (no graceful stop) is put back to
+// pending at the next start and completes.
+func TestKilledJobResumes(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	c1 := h.hub.commit("org/base", "main", baseFiles("v1"))
+	s, err := state.Open(filepath.Join(h.dir, "state"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Update(func(tx *state.Tx) error {
+		ts, _, _ := tx.Track("t")
+		ts.Heads["org/base"] = state.RepoHead{Commit: c1}
+		ts.Versions = append(ts.Versions, state.Version{Repo: "org/base", Commit: c1, Why: "commit"})
+		tx.PutTrack(ts)
+		return tx.PutJob(state.Job{Key: state.JobKey{Track: "t", Adapter: "hub:acme/math@main", BaseRepo: "org/base", BaseCommit: c1},
+			Status: state.Running, OldBaseRepo: "org/base", OldBaseCommit: ts.BaselineCommit, Created: t0})
+	})
+	h.runOnce()
+	if j := h.job("acme/math"); j.Status != state.Done || h.hub.uploadCount() != 1 {
+		t.Fatalf("job = %+v, uploads %d", j, h.hub.uploadCount())
+	}
+}
