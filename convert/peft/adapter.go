@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -163,7 +164,9 @@ func readModules(path string, f *safetensors.File, cfg *Config) ([]*Module, erro
 	}
 	var mods []*Module
 	var unknownMods []string
-	for key, p := range pairs {
+	keys := slices.Sorted(maps.Keys(pairs)) // deterministic: the first bad module is reported
+	for _, key := range keys {
+		p := pairs[key]
 		layer, role, ok := parseModuleAny(key)
 		if !ok {
 			unknownMods = append(unknownMods, key)
@@ -177,7 +180,6 @@ func readModules(path string, f *safetensors.File, cfg *Config) ([]*Module, erro
 		mods = append(mods, m)
 	}
 	if len(unknownMods) > 0 {
-		slices.Sort(unknownMods)
 		return nil, fmt.Errorf("peft: %s: modules no supported architecture describes: %s: %w", path, strings.Join(unknownMods, ", "), ErrUnsupported)
 	}
 	if len(mods) == 0 {
