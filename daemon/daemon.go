@@ -198,6 +198,11 @@ func (r *Report) Err() error {
 func (d *Daemon) RunOnce(ctx context.Context) (*Report, error) {
 	rep := &Report{DryRun: d.dryRun}
 	if !d.dryRun {
+		owner, err := state.AcquireOwner(d.Config().StateDir)
+		if err != nil {
+			return nil, err
+		}
+		defer owner.Release()
 		if err := d.recoverInterrupted(); err != nil {
 			return nil, err
 		}
@@ -242,10 +247,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.dryRun {
 		return errors.New("daemon: Run does not support dry runs; use RunOnce")
 	}
+	cfg := d.Config()
+	owner, err := state.AcquireOwner(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer owner.Release()
 	if err := d.recoverInterrupted(); err != nil {
 		return err
 	}
-	cfg := d.Config()
 	srv, err := d.serveHTTP(cfg.Listen)
 	if err != nil {
 		return err

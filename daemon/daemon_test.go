@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -240,5 +241,27 @@ func TestKilledJobResumes(t *testing.T) {
 	h.runOnce()
 	if j := h.job("acme/math"); j.Status != state.Done || h.hub.uploadCount() != 1 {
 		t.Fatalf("job = %+v, uploads %d", j, h.hub.uploadCount())
+	}
+}
+
+// Two processes never run jobs from one state dir: the second is refused
+// (it would otherwise reset the first one's running jobs).
+func TestSecondOwnerRefused(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	o, err := state.AcquireOwner(filepath.Join(h.dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Release()
+	if _, err := h.daemon(false).RunOnce(context.Background()); !errors.Is(err, state.ErrOwned) {
+		t.Fatalf("RunOnce with the state dir owned: %v, want ErrOwned", err)
+	}
+	if err := h.daemon(false).Run(context.Background()); !errors.Is(err, state.ErrOwned) {
+		t.Fatalf("Run with the state dir owned: %v, want ErrOwned", err)
+	}
+	// A dry run only reads: allowed.
+	if _, err := h.daemon(true).RunOnce(context.Background()); err != nil {
+		t.Fatalf("dry run: %v", err)
 	}
 }

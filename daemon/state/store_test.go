@@ -263,3 +263,27 @@ func TestRunnable(t *testing.T) {
 		}
 	}
 }
+
+func TestOwnerIsExclusive(t *testing.T) {
+	dir := t.TempDir()
+	o, err := AcquireOwner(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AcquireOwner(dir); !errors.Is(err, ErrOwned) {
+		t.Fatalf("second owner: %v, want ErrOwned", err)
+	}
+	// Readers are not blocked by ownership.
+	if _, err := Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenReadOnly(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	o.Release()
+	o2, err := AcquireOwner(dir)
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	o2.Release()
+}
