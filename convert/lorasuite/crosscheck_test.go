@@ -33,7 +33,7 @@ func crossPair(t *testing.T, seed uint64, method HeadTransfer) (*PairAnalysis, *
 	nw = round32(nw)
 	w := randMat(rng, crossOld.Hidden, crossNew.Hidden)
 	pa, err := Analyze(context.Background(), crossOld, crossNew, NewTransfer(w), []LayerPair{{0, 0}},
-		sourceOf([]*layer64{old}), sourceOf([]*layer64{nw}), Options{HeadTransfer: method})
+		sourceOf([]*layer64{old}), sourceOf([]*layer64{nw}), Options{HeadTransfer: method, Float64: true})
 	if err != nil {
 		t.Fatal(err)
 	}

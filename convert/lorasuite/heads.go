@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/lorasync/lorasync/convert/linalg"
@@ -83,15 +85,45 @@ func (p *roleProducts) block(a, b int) *mat.Dense {
 
 // products computes P = wOld W_x, its diagonal Gram blocks, M = P wNew^T and
 // wNew's diagonal Gram blocks. wOld is (blocksOld*ho) x d_o, wNew is
-// (blocksNew*hn) x d_n; both are rows-are-heads layouts.
-func products(wOld, wNew *mat.Dense, tr *Transfer, ho, hn int) *roleProducts {
-	p := tr.mulRight(wOld)
-	ro, _ := p.Dims()
-	rn, _ := wNew.Dims()
-	out := &roleProducts{ho: ho, hn: hn, m: mat.NewDense(ro, rn, nil)}
-	out.m.Mul(p, wNew.T())
+// (blocksNew*hn) x d_n, row-major float32; both are rows-are-heads layouts.
+// With f64 the two big products run in float64 (Dgemm), otherwise in float32
+// (Sgemm, about twice as fast); the Gram blocks always accumulate in float64.
+func products(wOld []float32, ro int, wNew []float32, rn int, tr *Transfer, ho, hn int, f64 bool) *roleProducts {
+	out := &roleProducts{ho: ho, hn: hn}
+	wn := linalg.Dense64(wNew, rn, tr.DNew)
+	var p *mat.Dense
+	if f64 {
+		p = tr.mulRight(linalg.Dense64(wOld, ro, tr.DOld))
+		out.m = mat.NewDense(ro, rn, nil)
+		out.m.Mul(p, wn.T())
+	} else {
+		p32 := tr.mulRight32(wOld, ro)
+		m32 := make([]float32, ro*rn)
+		blas32.Gemm(blas.NoTrans, blas.Trans, 1,
+			blas32.General{Rows: ro, Cols: tr.DNew, Stride: tr.DNew, Data: p32},
+			blas32.General{Rows: rn, Cols: tr.DNew, Stride: tr.DNew, Data: wNew},
+			0, blas32.General{Rows: ro, Cols: rn, Stride: rn, Data: m32})
+		out.m = linalg.Dense64(m32, ro, rn)
+		p = linalg.Dense64(p32, ro, tr.DNew)
+	}
 	out.gOld = gramBlocks(p, ho)
-	out.gNew = gramBlocks(wNew, hn)
+	out.gNew = gramBlocks(wn, hn)
+	return out
+}
+
+// transpose32 returns the transpose (cols x rows) of a row-major rows x cols slice.
+func transpose32(x []float32, rows, cols int) []float32 {
+	out := make([]float32, len(x))
+	const tile = 64 // cache blocking
+	for i0 := 0; i0 < rows; i0 += tile {
+		for j0 := 0; j0 < cols; j0 += tile {
+			for i := i0; i < min(i0+tile, rows); i++ {
+				for j := j0; j < min(j0+tile, cols); j++ {
+					out[j*rows+i] = x[i*cols+j]
+				}
+			}
+		}
+	}
 	return out
 }
 
