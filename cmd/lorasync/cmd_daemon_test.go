@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lorasync/lorasync/daemon/state"
+)
+
+// runDaemonCLI executes the command tree and returns stdout. Cobra keeps
+// flag values between executions, so callers pass every flag they rely on.
+func runDaemonCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	rootCmd.SetOut(&out)
+	rootCmd.SetErr(&errOut)
+	rootCmd.SetArgs(args)
+	defer rootCmd.SetArgs(nil)
+	err := rootCmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestCheckCommand(t *testing.T) {
+	t.Setenv("HF_TOKEN", "hf_secret_value")
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+	out, err := runDaemonCLI(t, "check", "--config", "../../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"config ", ": OK", "token from environment HF_TOKEN", "track qwen-small: base Qwen/Qwen1.5-1.8B@main", "target: a pull request"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "hf_secret_value") {
+		t.Error("check printed the token")
+	}
+	_, err = runDaemonCLI(t, "check", "--config", "../../daemon/config/testdata/bad-adapter-repo.bad.yaml")
+	if err == nil || !strings.Contains(err.Error(), "tracks[1].adapters[0].repo") {
+		t.Errorf("check of a bad config: %v", err)
+	}
+}
+
+func TestStatusCommand(t *testing.T) {
+	dir := t.TempDir()
+	s, err := state.Open(dir, state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+	s.Update(func(tx *state.Tx) error {
+		tx.PutTrack(state.TrackState{Track: "qwen", BaseRepo: "Qwen/a", BaseRevision: "main", BaselineCommit: "c0", LastPoll: now})
+		tx.PutJob(state.Job{Key: state.JobKey{Track: "qwen", Adapter: "hub:acme/x@main", BaseRepo: "Qwen/b", BaseCommit: "c1"},
+			Status: state.Parked, Attempts: 1, LastError: "adapter hub:acme/x@main: malformed adapter_config.json", Created: now})
+		return tx.PutJob(state.Job{Key: state.JobKey{Track: "qwen", Adapter: "hub:acme/y@main", BaseRepo: "Qwen/b", BaseCommit: "c1"},
+			Status: state.Done, Attempts: 1, OutputRepo: "acme/y-b", OutputRevision: "main", OutputCommit: "abc", Created: now})
+	})
+	out, err := runDaemonCLI(t, "status", "--state-dir", dir, "--json=false", "--config", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"track qwen: base Qwen/a@main", "1 parked, 1 done", "malformed adapter_config.json", "acme/y-b@main abc"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = runDaemonCLI(t, "status", "--state-dir", dir, "--json", "--config", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap state.Snapshot
+	if err := json.Unmarshal([]byte(out), &snap); err != nil || len(snap.Jobs) != 2 || snap.Counts[state.Parked] != 1 {
+		t.Errorf("status --json: %v\n%s", err, out)
+	}
+	// No database: a clear error, and nothing is created.
+	empty := t.TempDir()
+	if _, err := runDaemonCLI(t, "status", "--state-dir", empty, "--json=false", "--config", ""); err == nil || !strings.Contains(err.Error(), "no database") {
+		t.Errorf("status of an empty dir: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(empty, state.FileName)); !os.IsNotExist(err) {
+		t.Error("status created a database")
+	}
+}
