@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -379,43 +377,4 @@ func (d *Daemon) storeFailed(err error) {
 	msg := err.Error()
 	d.storeErr.Store(&msg)
 	d.log.Error("state database", "err", err)
-}
-
-// httpServer is the optional health and metrics server.
-type httpServer struct {
-	srv *http.Server
-	ln  net.Listener
-}
-
-func (d *Daemon) serveHTTP(addr string) (*httpServer, error) {
-	if addr == "" {
-		return &httpServer{}, nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	s := &httpServer{srv: &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}, ln: ln}
-	go func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Error("http server", "addr", addr, "err", err)
-		}
-	}()
-	return s, nil
-}
-
-func (s *httpServer) addr() string {
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr().String()
-}
-
-func (s *httpServer) shutdown() {
-	if s.srv == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.srv.Shutdown(ctx)
 }

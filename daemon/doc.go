@@ -11,8 +11,9 @@
 //   - plan.go: desired jobs = registered adapters x latest versions; missing
 //     ones are created, in the same transaction that records the versions.
 //   - dispatch.go: a bounded worker pool (config concurrency) that runs
-//     runnable jobs, retries failures with backoff and parks a job after
-//     retry.max_attempts; one bad adapter never blocks the others.
+//     runnable jobs, retries failures with backoff (jittered, capped, on an
+//     injected Clock) and parks a job after retry.max_attempts or at once
+//     on a Permanent error; one bad adapter never blocks the others.
 //   - pipeline.go: resolve -> download (free disk checked first) -> pair
 //     analysis + migrate (Converter) -> check output -> push -> record.
 //   - provenance.go: lorasync.json + model card; before every push the
@@ -20,8 +21,11 @@
 //     a crash between push and record never causes a second push.
 //   - reload.go: one reloadConfig, triggered by SIGHUP and by fsnotify on
 //     the config file's directory; drop-in directories are watched too.
-//   - metrics.go, http.go, notify.go: Prometheus metrics on an injected
-//     registry, /healthz and /readyz, sd_notify READY/STATUS/WATCHDOG.
+//   - observe.go: slog setup (JSON under systemd), Prometheus metrics on an
+//     injected registry, /healthz, /readyz and /metrics, sd_notify
+//     READY/STATUS/WATCHDOG/STOPPING.
+//   - daemon.go: New, Run (long-running), RunOnce (one pass, or a dry run),
+//     track loop management and shutdown.
 //
 // The daemon depends on the Hub and on the converter only through the small
 // interfaces Hub and Converter defined here; the command wires hub.Client
