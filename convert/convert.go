@@ -1,0 +1,216 @@
+package convert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lorasync/lorasync/convert/arch"
+	"github.com/lorasync/lorasync/convert/linalg"
+	"github.com/lorasync/lorasync/convert/lorasuite"
+	"github.com/lorasync/lorasync/convert/peft"
+)
+
+// ErrUnmapped is wrapped when adapter modules cannot be migrated (and
+// Options did not allow a partial adapter).
+var ErrUnmapped = errors.New("adapter modules cannot be migrated")
+
+// Result describes a finished migration.
+type Result struct {
+	Out        string
+	Provenance Provenance
+}
+
+// Convert migrates the adapter in o.Adapter (trained on o.OldBase) to
+// o.NewBase and writes it to o.Out: the pair analysis (cached under
+// o.CacheDir), the projection of every module, a check that the written
+// adapter loads back and fits the new base, then the model card and
+// lorasync.json. Modules dropped by design (their old layer has no partner in
+// a shallower new model) are reported in the provenance; any other module
+// that cannot be migrated is an error naming it.
+func Convert(ctx context.Context, o Options) (*Result, error) {
+	start := time.Now()
+	o, lm, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	old, err := openModel(o.OldBase)
+	if err != nil {
+		return nil, fmt.Errorf("convert: old base: %w", err)
+	}
+	defer old.Close()
+	nw, err := openModel(o.NewBase)
+	if err != nil {
+		return nil, fmt.Errorf("convert: new base: %w", err)
+	}
+	defer nw.Close()
+	ad, err := peft.Load(o.Adapter)
+	if err != nil {
+		return nil, err
+	}
+	if err := ad.Check(old.cfg); err != nil {
+		return nil, fmt.Errorf("convert: adapter %s does not fit the old base %s: %w", o.Adapter, o.OldBase, err)
+	}
+	adID, err := hashFiles(o.Adapter, func(n string) bool { return n == peft.ConfigFile || strings.HasSuffix(n, ".safetensors") })
+	if err != nil {
+		return nil, fmt.Errorf("convert: adapter %s: %w", o.Adapter, err)
+	}
+
+	pair, cached, err := pairAnalysis(ctx, old, nw, o, lm)
+	if err != nil {
+		return nil, err
+	}
+	projStart := time.Now()
+	out, dropped, err := project(ctx, pair.Analysis, ad, nw.cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	projSeconds := time.Since(projStart).Seconds()
+
+	prov := provenance(o, old, nw, adID, pair, cached)
+	prov.Modules = ModuleReport{Migrated: len(out.Modules), Dropped: dropped}
+	prov.Timings.ProjectSeconds = projSeconds
+	prov.Timings.TotalSeconds = time.Since(start).Seconds()
+
+	if err := peft.Write(o.Out, out, peft.WriteOptions{
+		BaseModel:  o.NewBaseName,
+		Revision:   o.NewBaseRevision,
+		Card:       modelCard(o, &prov),
+		Provenance: &prov,
+	}); err != nil {
+		return nil, err
+	}
+	if err := verifyOutput(o.Out, nw.cfg, len(out.Modules)); err != nil {
+		return nil, err
+	}
+	return &Result{Out: o.Out, Provenance: prov}, nil
+}
+
+// project maps every adapter module through the pair analysis and builds
+// the new adapter (same r, alpha, rsLoRA, dtype; config retargeted).
+func project(ctx context.Context, pa *lorasuite.PairAnalysis, ad *peft.Adapter, newCfg *arch.Config, o Options) (*peft.Adapter, []Unmapped, error) {
+	var attn []lorasuite.Module
+	var srcs []*peft.Module // srcs[i] is the adapter module of attn[i]
+	var unmapped []string
+	for _, m := range ad.Modules {
+		switch m.Role {
+		case arch.Q, arch.K, arch.V, arch.O:
+			attn = append(attn, lorasuite.Module{Layer: m.Layer, Role: lorasuite.Role(m.Role), R: m.R, A: m.A, B: m.B})
+			srcs = append(srcs, m)
+		default:
+			unmapped = append(unmapped, fmt.Sprintf("%s (MLP modules are not migrated yet)", m.Key))
+		}
+	}
+	if len(unmapped) > 0 {
+		return nil, nil, fmt.Errorf("convert: adapter %s: %w: %s", o.Adapter, ErrUnmapped, strings.Join(unmapped, ", "))
+	}
+	proj, err := lorasuite.Project(ctx, pa, attn, lorasuite.ProjectOptions{InputMap: o.InputMap})
+	if err != nil {
+		return nil, nil, fmt.Errorf("convert: adapter %s: %w", o.Adapter, err)
+	}
+	skipped := map[[2]string]string{}
+	for _, s := range proj.Skipped {
+		skipped[[2]string{fmt.Sprint(s.Layer), string(s.Role)}] = s.Reason
+	}
+	if len(proj.Modules) == 0 {
+		return nil, nil, fmt.Errorf("convert: adapter %s: %w: no module has a counterpart in the new base", o.Adapter, ErrUnmapped)
+	}
+	// Project returns the migrated modules in input order, without the skipped ones.
+	out := &peft.Adapter{Config: ad.Config.Clone(), Metadata: ad.Metadata}
+	var dropped []Unmapped
+	k := 0
+	for _, src := range srcs {
+		if reason, ok := skipped[[2]string{fmt.Sprint(src.Layer), string(src.Role)}]; ok {
+			dropped = append(dropped, Unmapped{Module: src.Key, Reason: reason})
+			continue
+		}
+		pm := proj.Modules[k]
+		k++
+		outDim, inDim := newCfg.Shape(src.Role)
+		out.Modules = append(out.Modules, &peft.Module{
+			Key: newCfg.Module(pm.Layer, src.Role), Layer: pm.Layer, Role: src.Role, R: pm.R,
+			In: inDim, Out: outDim, Alpha: src.Alpha, RSLoRA: src.RSLoRA, DType: src.DType,
+			A: pm.A, B: pm.B,
+		})
+	}
+	if k != len(proj.Modules) {
+		panic(fmt.Sprintf("convert: Project returned %d modules for %d inputs with %d skipped", len(proj.Modules), len(srcs), len(proj.Skipped)))
+	}
+	sort.SliceStable(out.Modules, func(i, j int) bool {
+		a, b := out.Modules[i], out.Modules[j]
+		if a.Layer != b.Layer {
+			return a.Layer < b.Layer
+		}
+		return roleIndex(a.Role) < roleIndex(b.Role)
+	})
+	out.Retarget(newCfg)
+	return out, dropped, nil
+}
+
+func roleIndex(r arch.Role) int {
+	for i, x := range arch.Roles {
+		if x == r {
+			return i
+		}
+	}
+	return len(arch.Roles)
+}
+
+// verifyOutput loads the written adapter back and checks it: it parses, every
+// module fits the new base, and every value is finite.
+func verifyOutput(dir string, base *arch.Config, want int) error {
+	a, err := peft.Load(dir)
+	if err != nil {
+		return fmt.Errorf("convert: written adapter does not load back: %w", err)
+	}
+	if err := a.Check(base); err != nil {
+		return fmt.Errorf("convert: written adapter %s: %w", dir, err)
+	}
+	if len(a.Modules) != want {
+		return fmt.Errorf("convert: written adapter %s has %d modules, migrated %d", dir, len(a.Modules), want)
+	}
+	for _, m := range a.Modules {
+		for _, v := range [][]float32{m.A, m.B} {
+			for _, x := range v {
+				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+					return fmt.Errorf("convert: written adapter %s: %s has a non-finite value", dir, m.Key)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// provenance assembles lorasync.json (modules and timings are filled by the caller).
+func provenance(o Options, old, nw *model, adID string, pair *Pair, cached bool) Provenance {
+	pa := pair.Analysis
+	p := Provenance{Tool: "lorasync", Created: time.Now().UTC().Truncate(time.Second), Backend: linalg.Backend(), PairKey: pair.Key}
+	abs := func(d string) string {
+		if a, err := filepath.Abs(d); err == nil {
+			return a
+		}
+		return d
+	}
+	p.Inputs = ProvenanceInputs{
+		OldBase: Input{Name: o.Inputs["old_base"], Dir: abs(old.dir), ID: old.id},
+		NewBase: Input{Name: o.Inputs["new_base"], Dir: abs(nw.dir), ID: nw.id},
+		Adapter: Input{Name: o.Inputs["adapter"], Dir: abs(o.Adapter), ID: "sha256:" + adID},
+	}
+	p.Options = ProvenanceOpts{LayerMap: pair.LayerMap, Transfer: o.Transfer, HeadTransfer: string(pa.HeadTransfer), InputMap: string(o.InputMap)}
+	p.Vocabulary.Method, p.Vocabulary.SharedTokens = pair.VocabMethod, pair.SharedTokens
+	tr := pa.Transfer
+	p.Transfer.DOld, p.Transfer.DNew, p.Transfer.Identity, p.Transfer.Ridge = tr.DOld, tr.DNew, tr.Identity, tr.Ridge
+	p.Transfer.Residual = jsonFloat(math.NaN())
+	if tr.ResidualKnown {
+		p.Transfer.Residual = jsonFloat(tr.Residual)
+	}
+	p.LayerMap = pa.LayerMap
+	p.Heads, p.Lineage = headReports(pa)
+	p.Timings = Timings{PairCached: cached, TransferSeconds: pair.TransferSeconds, LayersSeconds: pair.LayersSeconds}
+	return p
+}

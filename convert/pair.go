@@ -1,0 +1,219 @@
+package convert
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/gob"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gofrs/flock"
+	"gonum.org/v1/gonum/mat"
+
+	"github.com/lorasync/lorasync/convert/lorasuite"
+	"github.com/lorasync/lorasync/convert/safetensors"
+)
+
+// pairFormat versions the cache files; bump it when Pair or the analysis changes.
+const pairFormat = 1
+
+// Pair is the cached, adapter-independent analysis of one (old, new) base
+// pair under one set of analysis options.
+type Pair struct {
+	Format   int
+	Key      string // cache key: hash of the identities and options below
+	OldID    string // content identity of the old base (commit:... or sha256:...)
+	NewID    string
+	Transfer string // lstsq or identity
+	LayerMap string // canonical layer-map spec
+	// VocabMethod says how the shared vocabulary was found (VocabBytes or
+	// VocabIDs); SharedTokens how many rows the transfer was fitted on.
+	VocabMethod  string
+	SharedTokens int
+	Analysis     *lorasuite.PairAnalysis
+	// Seconds spent on the transfer matrix and on the layer analysis.
+	TransferSeconds, LayersSeconds float64
+}
+
+// pairKey hashes everything the analysis depends on.
+func pairKey(old, new *model, o Options, lm layerMapSpec) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "lorasync pair v%d\x00%s\x00%s\x00%s\x00%s\x00%s", pairFormat, old.id, new.id, o.Transfer, o.HeadTransfer, lm)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// pairAnalysis returns the pair analysis for (old, new), from the cache when
+// present (cached reports that), else computed and stored. Concurrent callers
+// for the same pair — goroutines or processes — wait on a file lock, so the
+// analysis is computed once.
+func pairAnalysis(ctx context.Context, old, new *model, o Options, lm layerMapSpec) (p *Pair, cached bool, err error) {
+	key := pairKey(old, new, o, lm)
+	if o.CacheDir == "" {
+		p, err = computePair(ctx, old, new, o, lm)
+		if p != nil {
+			p.Key = key
+		}
+		return p, false, err
+	}
+	dir := filepath.Join(o.CacheDir, "pairs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, false, fmt.Errorf("convert: pair cache: %w", err)
+	}
+	path := filepath.Join(dir, key+".gob")
+	lock := flock.New(path + ".lock")
+	if _, err := lock.TryLockContext(ctx, 200*time.Millisecond); err != nil {
+		return nil, false, fmt.Errorf("convert: pair cache lock %s: %w", lock.Path(), err)
+	}
+	defer lock.Unlock()
+	if p, err := loadPair(path); err == nil && p.Key == key {
+		return p, true, nil
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		o.Logger.Warn("pair cache entry unreadable, recomputing", "path", path, "err", err)
+	}
+	if p, err = computePair(ctx, old, new, o, lm); err != nil {
+		return nil, false, err
+	}
+	p.Key = key
+	if err := savePair(path, p); err != nil {
+		return nil, false, err
+	}
+	return p, false, nil
+}
+
+// computePair runs steps 1-4 (base side) of the method.
+func computePair(ctx context.Context, old, new *model, o Options, lm layerMapSpec) (*Pair, error) {
+	p := &Pair{Format: pairFormat, OldID: old.id, NewID: new.id, Transfer: o.Transfer, LayerMap: lm.String()}
+	start := time.Now()
+	tr, err := transferMatrix(ctx, old, new, o, p)
+	if err != nil {
+		return nil, err
+	}
+	p.TransferSeconds = time.Since(start).Seconds()
+	o.Logger.Info("transfer matrix", "method", o.Transfer, "shared_tokens", p.SharedTokens, "residual", tr.Residual, "seconds", p.TransferSeconds)
+
+	layers, err := layerMap(old, new, lm)
+	if err != nil {
+		return nil, err
+	}
+	start = time.Now()
+	progress := func(done, total int) {
+		if o.Progress != nil {
+			o.Progress("layers", done, total)
+		}
+	}
+	pa, err := lorasuite.Analyze(ctx, old.dims(), new.dims(), tr, layers, old, new,
+		lorasuite.Options{HeadTransfer: o.HeadTransfer, Progress: progress})
+	if err != nil {
+		return nil, fmt.Errorf("convert: analysing %s -> %s: %w", old.dir, new.dir, err)
+	}
+	p.LayersSeconds = time.Since(start).Seconds()
+	p.Analysis = pa
+	return p, nil
+}
+
+// transferMatrix computes W_x (step 1) and records how in p.
+func transferMatrix(ctx context.Context, old, new *model, o Options, p *Pair) (*lorasuite.Transfer, error) {
+	oldIDs, newIDs, method, err := sharedVocab(old, new)
+	if o.Transfer == TransferIdentity {
+		if old.cfg.Hidden != new.cfg.Hidden {
+			return nil, fmt.Errorf("convert: --transfer identity needs equal hidden sizes, have %d (%s) and %d (%s)", old.cfg.Hidden, old.dir, new.cfg.Hidden, new.dir)
+		}
+		if err != nil { // no shared vocabulary: identity without a measured residual
+			p.VocabMethod = "none"
+			return lorasuite.IdentityTransfer(old.cfg.Hidden), nil
+		}
+		acc := lorasuite.NewTransferAccumulator(old.cfg.Hidden, new.cfg.Hidden)
+		if err := embeddingRows(old, new, oldIDs, newIDs)(ctx, acc.Add); err != nil {
+			return nil, fmt.Errorf("convert: shared embeddings: %w", err)
+		}
+		p.VocabMethod, p.SharedTokens = method, acc.Rows()
+		return acc.Identity()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("convert: %w", err)
+	}
+	p.VocabMethod, p.SharedTokens = method, len(oldIDs)
+	tr, err := lorasuite.FitTransfer(ctx, old.cfg.Hidden, new.cfg.Hidden, embeddingRows(old, new, oldIDs, newIDs))
+	if err != nil {
+		return nil, fmt.Errorf("convert: transfer matrix %s -> %s: %w", old.dir, new.dir, err)
+	}
+	return tr, nil
+}
+
+// layerMap builds the layer pairs (step 2).
+func layerMap(old, new *model, lm layerMapSpec) ([]lorasuite.LayerPair, error) {
+	lo, ln := old.cfg.Layers, new.cfg.Layers
+	var (
+		pairs []lorasuite.LayerPair
+		err   error
+	)
+	switch lm.kind {
+	case LayerMapLinear:
+		pairs, err = lorasuite.LinearLayerMap(lo, ln)
+	case LayerMapExplicit:
+		pairs, err = lorasuite.ExplicitLayerMap(lo, ln, lm.targets)
+	case LayerMapSimilarity:
+		if len(lm.sim) != lo {
+			return nil, fmt.Errorf("convert: similarity matrix %s has %d rows, the old model %d layers", lm.file, len(lm.sim), lo)
+		}
+		sim := mat.NewDense(lo, ln, nil)
+		for i, row := range lm.sim {
+			if len(row) != ln {
+				return nil, fmt.Errorf("convert: similarity matrix %s row %d has %d values, the new model %d layers", lm.file, i, len(row), ln)
+			}
+			sim.SetRow(i, row)
+		}
+		pairs, _, err = lorasuite.DPLayerMap(sim)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("convert: layer map: %w", err)
+	}
+	return pairs, nil
+}
+
+func loadPair(path string) (*Pair, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var p Pair
+	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&p); err != nil {
+		return nil, fmt.Errorf("convert: pair cache %s: %w", path, err)
+	}
+	if p.Format != pairFormat || p.Analysis == nil {
+		return nil, fmt.Errorf("convert: pair cache %s: format %d, want %d", path, p.Format, pairFormat)
+	}
+	return &p, nil
+}
+
+// savePair writes p atomically (temp file, fsync, rename, fsync dir).
+func savePair(path string, p *Pair) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".pair-*.tmp")
+	if err != nil {
+		return fmt.Errorf("convert: pair cache: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err = gob.NewEncoder(tmp).Encode(p); err != nil {
+		return fmt.Errorf("convert: pair cache %s: %w", path, err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("convert: pair cache %s: %w", path, err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("convert: pair cache %s: %w", path, err)
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("convert: pair cache %s: %w", path, err)
+	}
+	return safetensors.SyncDir(filepath.Dir(path))
+}

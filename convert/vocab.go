@@ -1,0 +1,83 @@
+package convert
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/lorasync/lorasync/convert/lorasuite"
+	"github.com/lorasync/lorasync/convert/tokenizer"
+)
+
+// Vocabulary matching methods, as recorded in the provenance.
+const (
+	VocabBytes = "tokenizer-bytes" // tokens matched by decoded bytes (step 1, "go further")
+	VocabIDs   = "ids"             // no tokenizers, equal vocab sizes: id i is id i
+)
+
+// sharedVocab returns the matched token ids of the two models and how they
+// were matched.
+func sharedVocab(old, new *model) (oldIDs, newIDs []int, method string, err error) {
+	switch {
+	case old.tok != nil && new.tok != nil:
+		oldIDs, newIDs = tokenizer.SharedVocab(old.tok, new.tok)
+		method = VocabBytes
+	case old.tok == nil && new.tok == nil && old.cfg.Vocab == new.cfg.Vocab:
+		oldIDs = make([]int, old.cfg.Vocab)
+		for i := range oldIDs {
+			oldIDs[i] = i
+		}
+		newIDs, method = oldIDs, VocabIDs
+	case old.tok == nil && new.tok == nil:
+		return nil, nil, "", fmt.Errorf("neither %s nor %s has a tokenizer.json and their vocabularies differ (%d vs %d tokens): no shared vocabulary for the transfer matrix (use --transfer identity for same-width models)", old.dir, new.dir, old.cfg.Vocab, new.cfg.Vocab)
+	default:
+		missing := old.dir
+		if new.tok == nil {
+			missing = new.dir
+		}
+		return nil, nil, "", fmt.Errorf("%s has no tokenizer.json, so its tokens cannot be matched to the other model's", missing)
+	}
+	// Rows past the embedding matrix (tokenizers larger than vocab_size) cannot be fitted.
+	k := 0
+	for i := range oldIDs {
+		if oldIDs[i] < old.cfg.Vocab && newIDs[i] < new.cfg.Vocab {
+			oldIDs[k], newIDs[k] = oldIDs[i], newIDs[i]
+			k++
+		}
+	}
+	if k < old.cfg.Hidden {
+		return nil, nil, "", fmt.Errorf("only %d tokens shared between %s and %s, fewer than the old hidden size %d: the transfer matrix would be underdetermined", k, old.dir, new.dir, old.cfg.Hidden)
+	}
+	return oldIDs[:k], newIDs[:k], method, nil
+}
+
+// embeddingRows streams the shared rows of both input embeddings in chunks,
+// converted to float32 from the mapping one row at a time.
+func embeddingRows(old, new *model, oldIDs, newIDs []int) lorasuite.RowSource {
+	const chunk = 1024
+	return func(ctx context.Context, emit func(o, n []float32) error) error {
+		do, dn := old.cfg.Hidden, new.cfg.Hidden
+		ob := make([]float32, 0, chunk*do)
+		nb := make([]float32, 0, chunk*dn)
+		for lo := 0; lo < len(oldIDs); lo += chunk {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			ob, nb = ob[:0], nb[:0]
+			for k := lo; k < min(lo+chunk, len(oldIDs)); k++ {
+				r, err := old.weights.Float32Rows(old.cfg.Embed(), oldIDs[k], oldIDs[k]+1)
+				if err != nil {
+					return err
+				}
+				ob = append(ob, r...)
+				if r, err = new.weights.Float32Rows(new.cfg.Embed(), newIDs[k], newIDs[k]+1); err != nil {
+					return err
+				}
+				nb = append(nb, r...)
+			}
+			if err := emit(ob, nb); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
