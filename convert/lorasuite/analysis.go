@@ -3,7 +3,6 @@ package lorasuite
 import (
 	"context"
 	"fmt"
-	"math"
 
 	"gonum.org/v1/gonum/mat"
 
@@ -168,11 +167,11 @@ func analyzeLayer(ow, nw *LayerWeights, od, nd Dims, tr *Transfer, method HeadTr
 		{"o_proj", &la.O, o, false, true},
 	} {
 		rb := RoleBlocks{
-			Src: make([]int, nd.Heads), T: make([]*mat.Dense, nd.Heads),
+			Src: make([]int, nd.Heads), T: make([]Block, nd.Heads),
 			Residual: make([]float64, nd.Heads), Gain: make([]float64, nd.Heads),
 		}
 		for b, a := range la.HeadMap {
-			rb.Src[b], rb.Residual[b], rb.Gain[b] = -1, math.NaN(), math.NaN()
+			rb.Src[b], rb.Residual[b], rb.Gain[b] = -1, -1, -1
 			if a < 0 {
 				continue
 			}
@@ -184,7 +183,11 @@ func analyzeLayer(ow, nw *LayerWeights, od, nd Dims, tr *Transfer, method HeadTr
 			if err != nil {
 				return nil, fmt.Errorf("%s old head %d -> new head %d: %w", r.name, a, b, err)
 			}
-			rb.Src[b], rb.T[b], rb.Residual[b], rb.Gain[b] = src, t, res, spectralNorm(t)
+			gain, err := spectralNorm(t)
+			if err != nil {
+				return nil, fmt.Errorf("%s old head %d -> new head %d: %w", r.name, a, b, err)
+			}
+			rb.Src[b], rb.T[b], rb.Residual[b], rb.Gain[b] = src, blockOf(t), res, gain
 		}
 		*r.dst = rb
 	}
@@ -192,10 +195,13 @@ func analyzeLayer(ow, nw *LayerWeights, od, nd Dims, tr *Transfer, method HeadTr
 }
 
 // spectralNorm returns ||t||_2, the largest singular value.
-func spectralNorm(t *mat.Dense) float64 {
+func spectralNorm(t *mat.Dense) (float64, error) {
 	_, s, _, err := linalg.SVD(t)
-	if err != nil || len(s) == 0 {
-		return math.NaN()
+	if err != nil {
+		return 0, err
 	}
-	return s[0]
+	if len(s) == 0 {
+		return 0, nil
+	}
+	return s[0], nil
 }

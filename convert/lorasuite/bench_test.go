@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"gonum.org/v1/gonum/mat"
-
 	"github.com/lorasync/lorasync/convert/linalg"
 )
 
@@ -72,13 +70,13 @@ func syntheticAnalysis(rng *rand.Rand, od, nd Dims, layers int) *PairAnalysis {
 		pa.LayerMap = append(pa.LayerMap, LayerPair{l, l})
 		la := LayerAnalysis{Old: l, New: l, HeadMap: make([]int, nd.Heads)}
 		mk := func(kv bool, rows, cols int) RoleBlocks {
-			rb := RoleBlocks{Src: make([]int, nd.Heads), T: make([]*mat.Dense, nd.Heads)}
+			rb := RoleBlocks{Src: make([]int, nd.Heads), T: make([]Block, nd.Heads)}
 			for b := range rb.Src {
 				rb.Src[b] = b % od.Heads
 				if kv {
 					rb.Src[b] = od.kvOf(b % od.Heads)
 				}
-				rb.T[b] = randMat(rng, rows, cols)
+				rb.T[b] = blockOf(randMat(rng, rows, cols))
 			}
 			return rb
 		}

@@ -145,3 +145,12 @@ func embeddingsSource(eo, en *mat.Dense) RowSource {
 		return nil
 	}
 }
+
+func mustSpectral(t *testing.T, m *mat.Dense) float64 {
+	t.Helper()
+	g, err := spectralNorm(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}

@@ -270,7 +270,7 @@ func projectModule(pa *PairAnalysis, la *LayerAnalysis, m Module, bo, ao, side *
 		bn = mat.NewDense(nd.Heads*hn, r, nil)
 		for b, a := range la.Q.Src {
 			if a >= 0 {
-				bn.Slice(b*hn, (b+1)*hn, 0, r).(*mat.Dense).Mul(la.Q.T[b], bo.Slice(a*ho, (a+1)*ho, 0, r))
+				bn.Slice(b*hn, (b+1)*hn, 0, r).(*mat.Dense).Mul(la.Q.T[b].Dense(), bo.Slice(a*ho, (a+1)*ho, 0, r))
 			}
 		}
 	case RoleK, RoleV:
@@ -287,7 +287,7 @@ func projectModule(pa *PairAnalysis, la *LayerAnalysis, m Module, bo, ao, side *
 				continue
 			}
 			g := nd.kvOf(b)
-			tb.Mul(rb.T[b], bo.Slice(c*ho, (c+1)*ho, 0, r))
+			tb.Mul(rb.T[b].Dense(), bo.Slice(c*ho, (c+1)*ho, 0, r))
 			dst := bn.Slice(g*hn, (g+1)*hn, 0, r).(*mat.Dense)
 			dst.Add(dst, &tb)
 			count[g]++
@@ -303,7 +303,7 @@ func projectModule(pa *PairAnalysis, la *LayerAnalysis, m Module, bo, ao, side *
 		an = mat.NewDense(r, nd.Heads*hn, nil)
 		for b, a := range la.O.Src {
 			if a >= 0 {
-				an.Slice(0, r, b*hn, (b+1)*hn).(*mat.Dense).Mul(ao.Slice(0, r, a*ho, (a+1)*ho), la.O.T[b])
+				an.Slice(0, r, b*hn, (b+1)*hn).(*mat.Dense).Mul(ao.Slice(0, r, a*ho, (a+1)*ho), la.O.T[b].Dense())
 			}
 		}
 	}
