@@ -46,47 +46,73 @@ func (m *Model) loadLayer(l int) (*layerWeights, error) {
 	return lw, nil
 }
 
-// layer runs one decoder layer on h (s x Hidden) and returns the new hidden
-// state (Hugging Face LlamaDecoderLayer / Qwen3DecoderLayer):
+// layer runs one decoder layer on a batch of sequences, hs[k] being
+// sequence k's hidden state (s_k x Hidden), and returns the new states
+// (Hugging Face LlamaDecoderLayer / Qwen3DecoderLayer):
 //
 //	x = RMSNorm(h); q,k,v = x Wq^T (+b), x Wk^T (+b), x Wv^T (+b)
 //	qwen3: q, k = RMSNorm_head(q), RMSNorm_head(k); then RoPE on q and k
 //	h = h + attention(q, k, v) Wo^T
 //	x = RMSNorm(h); h = h + (silu(x Wg^T) * (x Wu^T)) Wd^T
-func (m *Model) layer(w *layerWeights, h []float32, rope *ropeTable) []float32 {
+//
+// The projections run on all rows of the batch at once (one tall GEMM per
+// weight, which BLAS runs far more efficiently than one per sequence); RoPE
+// positions and attention stay per sequence.
+func (m *Model) layer(w *layerWeights, hs [][]float32, rope *ropeTable) [][]float32 {
 	c := m.cfg
 	d, hd := c.Hidden, c.HeadDim
-	s := len(h) / d
 	rs := m.residualScale()
+	rows := 0
+	for _, h := range hs {
+		rows += len(h) / d
+	}
+	h := make([]float32, 0, rows*d)
+	for _, x := range hs {
+		h = append(h, x...)
+	}
 
 	x := rmsNorm(h, d, w.inNorm, c.RMSNormEps)
 	qOut, _ := c.Shape(arch.Q)
 	kvOut, _ := c.Shape(arch.K)
-	q := linear(x, s, d, w.w[arch.Q], qOut, w.b[arch.Q])
-	k := linear(x, s, d, w.w[arch.K], kvOut, w.b[arch.K])
-	v := linear(x, s, d, w.w[arch.V], kvOut, w.b[arch.V])
+	q := linear(x, rows, d, w.w[arch.Q], qOut, w.b[arch.Q])
+	k := linear(x, rows, d, w.w[arch.K], kvOut, w.b[arch.K])
+	v := linear(x, rows, d, w.w[arch.V], kvOut, w.b[arch.V])
 	if w.qNorm != nil {
 		q = rmsNorm(q, hd, w.qNorm, c.RMSNormEps)
 		k = rmsNorm(k, hd, w.kNorm, c.RMSNormEps)
 	}
-	rope.apply(q, s, c.Heads)
-	rope.apply(k, s, c.KVHeads)
-	a := attention(q, k, v, s, c.Heads, c.KVHeads, hd, c.SlidingWindow)
-	o := linear(a, s, qOut, w.w[arch.O], d, w.b[arch.O])
-	out := make([]float32, len(h))
+	a := make([]float32, rows*qOut)
+	r0 := 0
+	for _, hk := range hs {
+		s := len(hk) / d
+		qs, ks, vs := q[r0*qOut:(r0+s)*qOut], k[r0*kvOut:(r0+s)*kvOut], v[r0*kvOut:(r0+s)*kvOut]
+		rope.apply(qs, s, c.Heads)
+		rope.apply(ks, s, c.KVHeads)
+		copy(a[r0*qOut:], attention(qs, ks, vs, s, c.Heads, c.KVHeads, hd, c.SlidingWindow))
+		r0 += s
+	}
+	o := linear(a, rows, qOut, w.w[arch.O], d, w.b[arch.O])
 	for i := range h {
-		out[i] = h[i] + rs*o[i]
+		h[i] += rs * o[i]
 	}
 
-	x = rmsNorm(out, d, w.postNorm, c.RMSNormEps)
-	gate := linear(x, s, d, w.w[arch.Gate], c.Intermediate, w.b[arch.Gate])
-	up := linear(x, s, d, w.w[arch.Up], c.Intermediate, w.b[arch.Up])
+	x = rmsNorm(h, d, w.postNorm, c.RMSNormEps)
+	gate := linear(x, rows, d, w.w[arch.Gate], c.Intermediate, w.b[arch.Gate])
+	up := linear(x, rows, d, w.w[arch.Up], c.Intermediate, w.b[arch.Up])
 	for i := range gate {
 		gate[i] = silu(gate[i]) * up[i]
 	}
-	down := linear(gate, s, c.Intermediate, w.w[arch.Down], d, w.b[arch.Down])
-	for i := range out {
-		out[i] += rs * down[i]
+	down := linear(gate, rows, c.Intermediate, w.w[arch.Down], d, w.b[arch.Down])
+	out := make([][]float32, len(hs))
+	r0 = 0
+	for k, hk := range hs {
+		n := len(hk)
+		o := h[r0 : r0+n : r0+n]
+		for i := range o {
+			o[i] += rs * down[r0+i]
+		}
+		out[k] = o
+		r0 += n
 	}
 	return out
 }
