@@ -115,3 +115,28 @@ func BenchmarkProject(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFitTransferChunk times accumulating one chunk of shared embedding
+// rows into the float64 Grams (the per-row cost of step 1; Llama-2 -> Llama-3
+// has ~25k-30k byte-matched shared tokens at d = 4096).
+func BenchmarkFitTransferChunk(b *testing.B) {
+	d := 1024
+	if linalg.Backend() == "openblas" {
+		d = 4096
+	}
+	const rows = 1024
+	rng := rand.New(rand.NewPCG(3, 3))
+	old, nw := make([]float32, rows*d), make([]float32, rows*d)
+	for i := range old {
+		old[i], nw[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
+	}
+	acc := NewTransferAccumulator(d, d)
+	b.Run(fmt.Sprintf("%s/d%d/rows%d", linalg.Backend(), d, rows), func(b *testing.B) {
+		for b.Loop() {
+			if err := acc.Add(old, nw); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+}

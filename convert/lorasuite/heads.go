@@ -119,26 +119,37 @@ func (p *roleProducts) block(a, b int) *mat.Dense {
 // With f64 the two big products run in float64 (Dgemm), otherwise in float32
 // (Sgemm, about twice as fast); the Gram blocks always accumulate in float64.
 func products(wOld []float32, ro int, wNew []float32, rn int, tr *Transfer, ho, hn int, f64 bool) *roleProducts {
-	out := &roleProducts{ho: ho, hn: hn}
-	wn := linalg.Dense64(wNew, rn, tr.DNew)
-	var p *mat.Dense
+	out := &roleProducts{ho: ho, hn: hn, gNew: gramBlocks32(wNew, rn, tr.DNew, hn)}
 	if f64 {
-		p = tr.mulRight(linalg.Dense64(wOld, ro, tr.DOld))
+		p := tr.mulRight(linalg.Dense64(wOld, ro, tr.DOld))
 		out.m = mat.NewDense(ro, rn, nil)
-		out.m.Mul(p, wn.T())
-	} else {
-		p32 := tr.mulRight32(wOld, ro)
-		m32 := make([]float32, ro*rn)
-		blas32.Gemm(blas.NoTrans, blas.Trans, 1,
-			blas32.General{Rows: ro, Cols: tr.DNew, Stride: tr.DNew, Data: p32},
-			blas32.General{Rows: rn, Cols: tr.DNew, Stride: tr.DNew, Data: wNew},
-			0, blas32.General{Rows: ro, Cols: rn, Stride: rn, Data: m32})
-		out.m = linalg.Dense64(m32, ro, rn)
-		p = linalg.Dense64(p32, ro, tr.DNew)
+		out.m.Mul(p, linalg.Dense64(wNew, rn, tr.DNew).T())
+		out.gOld = gramBlocks(p, ho)
+		return out
 	}
-	out.gOld = gramBlocks(p, ho)
-	out.gNew = gramBlocks(wn, hn)
+	p32 := tr.mulRight32(wOld, ro)
+	m32 := make([]float32, ro*rn)
+	blas32.Gemm(blas.NoTrans, blas.Trans, 1,
+		blas32.General{Rows: ro, Cols: tr.DNew, Stride: tr.DNew, Data: p32},
+		blas32.General{Rows: rn, Cols: tr.DNew, Stride: tr.DNew, Data: wNew},
+		0, blas32.General{Rows: ro, Cols: rn, Stride: rn, Data: m32})
+	out.m = linalg.Dense64(m32, ro, rn)
+	out.gOld = gramBlocks32(p32, ro, tr.DNew, ho)
 	return out
+}
+
+// gramBlocks32 returns the diagonal h x h blocks of w w^T for a row-major
+// float32 w (rows x cols), converting one h-row block at a time to float64
+// so that no float64 copy of w is ever whole.
+func gramBlocks32(w []float32, rows, cols, h int) []*mat.SymDense {
+	g := make([]*mat.SymDense, rows/h)
+	for a := range g {
+		blk := linalg.Dense64(w[a*h*cols:(a+1)*h*cols], h, cols)
+		s := mat.NewSymDense(h, nil)
+		s.SymOuterK(1, blk)
+		g[a] = s
+	}
+	return g
 }
 
 // transpose32 returns the transpose (cols x rows) of a row-major rows x cols slice.
