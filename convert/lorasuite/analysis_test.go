@@ -137,36 +137,3 @@ func TestAnalyzeErrors(t *testing.T) {
 		t.Errorf("progress calls %v, want [12 22] (done*10+total)", progress)
 	}
 }
-
-func TestProjectErrorsAndSkips(t *testing.T) {
-	pl := buildPlanted(t, 7, plantedOld, plantedNew, false, false)
-	pa := pl.analyze(t, HeadLstsq)
-	ctx := context.Background()
-	rng := rand.New(rand.NewPCG(9, 9))
-	q := randModule(rng, pl.od, 0, RoleQ, 2)
-	bad := q
-	bad.A = bad.A[:len(bad.A)-1]
-	if _, err := Project(ctx, pa, []Module{bad}, ProjectOptions{}); err == nil || !strings.Contains(err.Error(), "layer 0 q_proj: lora_A has") {
-		t.Errorf("short lora_A: err = %v", err)
-	}
-	nan := randModule(rng, pl.od, 0, RoleV, 2)
-	nan.B[1] = float32(math.NaN())
-	if _, err := Project(ctx, pa, []Module{nan}, ProjectOptions{}); err == nil || !strings.Contains(err.Error(), "non-finite") {
-		t.Errorf("NaN lora_B: err = %v", err)
-	}
-	if _, err := Project(ctx, pa, []Module{{Layer: 0, Role: RoleUp, R: 1}}, ProjectOptions{}); err == nil || !strings.Contains(err.Error(), "ProjectMLP") {
-		t.Errorf("MLP module: err = %v", err)
-	}
-	if _, err := Project(ctx, pa, []Module{q}, ProjectOptions{InputMap: "x"}); err == nil {
-		t.Error("unknown input map: want an error")
-	}
-	// A layer outside the map is skipped and reported, the rest migrate.
-	pa.Layers = pa.Layers[:1]
-	res, err := Project(ctx, pa, []Module{q, randModule(rng, pl.od, 1, RoleO, 2)}, ProjectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res.Modules) != 1 || len(res.Skipped) != 1 || res.Skipped[0].Layer != 1 || res.Skipped[0].Role != RoleO {
-		t.Fatalf("projection %+v, want one module and o_proj of layer 1 skipped", res)
-	}
-}
