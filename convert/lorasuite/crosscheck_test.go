@@ -219,15 +219,18 @@ func TestProjectMatchesDense(t *testing.T) {
 				}
 			}
 			want = truncate(t, want, r)
-			res, err := Project(context.Background(), pa, []Module{m}, ProjectOptions{InputMap: im})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := delta(res.Modules[0], nd)
-			got.Scale(scale, got)
-			// float32 output factors: ~1e-7 relative.
-			if e := relErr(got, want); e > 1e-6 {
-				t.Errorf("%s %s: factored projection off the dense one by %g", im, role, e)
+			for _, f64 := range []bool{false, true} {
+				res, err := Project(context.Background(), pa, []Module{m}, ProjectOptions{InputMap: im, Float64: f64})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := delta(res.Modules[0], nd)
+				got.Scale(scale, got)
+				// float32 output factors (and, by default, the float32 A_o W_x
+				// product): ~1e-7 relative.
+				if e := relErr(got, want); e > 1e-6 {
+					t.Errorf("%s %s float64=%v: factored projection off the dense one by %g", im, role, f64, e)
+				}
 			}
 		}
 	}

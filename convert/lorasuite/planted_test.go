@@ -386,3 +386,83 @@ func TestPlantedFewerNewHeads(t *testing.T) {
 		t.Fatalf("q_proj delta off by %g relative", e)
 	}
 }
+
+// GQA on both sides, with the KV groups permuted, the heads permuted inside
+// each group, and a gauge per group (all heads of a group share their K and
+// V, so Q -> T_c Q, K -> T_c^-T K, V -> U_c V, O -> O U_c^-1 keeps every
+// circuit). lstsq must recover the map and migrate exactly.
+func TestPlantedGQAGroupGauge(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	od := Dims{Hidden: 10, Layers: 1, Heads: 6, KVHeads: 2, HeadDim: 2}
+	nd := Dims{Hidden: 14, Layers: 1, Heads: 6, KVHeads: 2, HeadDim: 2}
+	h, gs := od.HeadDim, od.group()
+	p := randOrthoRows(rng, od.Hidden, nd.Hidden)
+	old := randomLayer(rng, od)
+	nw := &layer64{
+		Q: mat.NewDense(nd.Heads*h, nd.Hidden, nil), K: mat.NewDense(nd.KVHeads*h, nd.Hidden, nil),
+		V: mat.NewDense(nd.KVHeads*h, nd.Hidden, nil), O: mat.NewDense(nd.Hidden, nd.Heads*h, nil),
+	}
+	sigma := rng.Perm(od.KVHeads)
+	newOf := make([]int, od.Heads)
+	ts, us := make([]*mat.Dense, od.KVHeads), make([]*mat.Dense, od.KVHeads)
+	for c := 0; c < od.KVHeads; c++ {
+		ts[c], us[c] = randInvertible(rng, h), randInvertible(rng, h)
+		tau := rng.Perm(gs)
+		for i := 0; i < gs; i++ {
+			newOf[c*gs+i] = sigma[c]*gs + tau[i]
+		}
+		setRowBlock(nw.K, sigma[c], h, mul(inverse(t, ts[c]).T(), mul(rowBlock(old.K, c, h), p)))
+		setRowBlock(nw.V, sigma[c], h, mul(us[c], mul(rowBlock(old.V, c, h), p)))
+	}
+	for a, b := range newOf {
+		c := od.kvOf(a)
+		setRowBlock(nw.Q, b, h, mul(ts[c], mul(rowBlock(old.Q, a, h), p)))
+		setColBlock(nw.O, b, h, mul(mul(p.T(), colBlock(old.O, a, h)), inverse(t, us[c])))
+	}
+	pa, err := Analyze(context.Background(), od, nd, NewTransfer(p), []LayerPair{{0, 0}},
+		sourceOf([]*layer64{old}), sourceOf([]*layer64{nw}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a, b := range newOf {
+		if pa.Layers[0].HeadMap[b] != a {
+			t.Fatalf("head map %v, planted old->new %v", pa.Layers[0].HeadMap, newOf)
+		}
+	}
+	var mods []Module
+	for _, role := range []Role{RoleQ, RoleK, RoleV, RoleO} {
+		mods = append(mods, randModule(rng, od, 0, role, 3))
+	}
+	res, err := Project(context.Background(), pa, mods, ProjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range mods {
+		dw := delta(m, od)
+		var want *mat.Dense
+		switch m.Role {
+		case RoleQ:
+			want = mat.NewDense(nd.Heads*h, nd.Hidden, nil)
+			for a, b := range newOf {
+				setRowBlock(want, b, h, mul(ts[od.kvOf(a)], mul(rowBlock(dw, a, h), p)))
+			}
+		case RoleK, RoleV:
+			want = mat.NewDense(nd.KVHeads*h, nd.Hidden, nil)
+			for c := 0; c < od.KVHeads; c++ {
+				g := inverse(t, ts[c]).T()
+				if m.Role == RoleV {
+					g = us[c]
+				}
+				setRowBlock(want, sigma[c], h, mul(g, mul(rowBlock(dw, c, h), p)))
+			}
+		case RoleO:
+			want = mat.NewDense(nd.Hidden, nd.Heads*h, nil)
+			for a, b := range newOf {
+				setColBlock(want, b, h, mul(mul(p.T(), colBlock(dw, a, h)), inverse(t, us[od.kvOf(a)])))
+			}
+		}
+		if e := relErr(delta(res.Modules[i], nd), want); e > plantedTol {
+			t.Errorf("%s: migrated dW off the planted truth by %g relative", m.Role, e)
+		}
+	}
+}
