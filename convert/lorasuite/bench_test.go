@@ -61,6 +61,29 @@ func BenchmarkAnalyzeLayer(b *testing.B) {
 	}
 }
 
+// BenchmarkAnalyzeLayers4 runs Analyze over 4 layer pairs (the same weights
+// served for every layer) to show the steady-state memory of a streamed run:
+// run it under /usr/bin/time -v for the peak RSS.
+func BenchmarkAnalyzeLayers4(b *testing.B) {
+	for _, s := range benchShapes() {
+		rng := rand.New(rand.NewPCG(1, 1))
+		ow, nwt := randWeights(rng, s.od), randWeights(rng, s.nd)
+		old := &memSource{layers: []*LayerWeights{ow, ow, ow, ow}}
+		nw := &memSource{layers: []*LayerWeights{nwt, nwt, nwt, nwt}}
+		od, nd := s.od, s.nd
+		od.Layers, nd.Layers = 4, 4
+		tr := NewTransfer(randMat(rng, s.od.Hidden, s.nd.Hidden))
+		lm, _ := LinearLayerMap(4, 4)
+		b.Run(fmt.Sprintf("%s/%s", linalg.Backend(), s.name), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Analyze(context.Background(), od, nd, tr, lm, old, nw, Options{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // syntheticAnalysis builds a PairAnalysis with random blocks for L layers
 // without running Analyze (Project's cost does not depend on the values).
 func syntheticAnalysis(rng *rand.Rand, od, nd Dims, layers int) *PairAnalysis {

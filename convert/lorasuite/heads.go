@@ -113,13 +113,24 @@ func (p *roleProducts) block(a, b int) *mat.Dense {
 	return p.m.Slice(a*p.ho, (a+1)*p.ho, b*p.hn, (b+1)*p.hn).(*mat.Dense)
 }
 
+// scratch holds the large per-layer buffers of Analyze, reused from one
+// layer pair to the next so that a streamed run makes little garbage (a
+// Llama-size layer would otherwise churn ~2 GB through the GC per layer).
+type scratch struct {
+	p32, m32   []float32    // P = W_o W_x and M in float32
+	tOld, tNew []float32    // O^T of the old and new layer
+	m          [4][]float64 // M per role (q, k, v, o), alive until the transfers are done
+	blk        []float64    // one h x d block in float64, for the Gram blocks
+}
+
 // products computes P = wOld W_x, its diagonal Gram blocks, M = P wNew^T and
 // wNew's diagonal Gram blocks. wOld is (blocksOld*ho) x d_o, wNew is
 // (blocksNew*hn) x d_n, row-major float32; both are rows-are-heads layouts.
 // With f64 the two big products run in float64 (Dgemm), otherwise in float32
-// (Sgemm, about twice as fast); the Gram blocks always accumulate in float64.
-func products(wOld []float32, ro int, wNew []float32, rn int, tr *Transfer, ho, hn int, f64 bool) *roleProducts {
-	out := &roleProducts{ho: ho, hn: hn, gNew: gramBlocks32(wNew, rn, tr.DNew, hn)}
+// (Sgemm, about twice as fast) in sc's buffers, M landing in sc.m[slot]; the
+// Gram blocks always accumulate in float64.
+func products(wOld []float32, ro int, wNew []float32, rn int, tr *Transfer, ho, hn int, f64 bool, sc *scratch, slot int) *roleProducts {
+	out := &roleProducts{ho: ho, hn: hn, gNew: sc.gramBlocks32(wNew, rn, tr.DNew, hn)}
 	if f64 {
 		p := tr.mulRight(linalg.Dense64(wOld, ro, tr.DOld))
 		out.m = mat.NewDense(ro, rn, nil)
@@ -127,34 +138,42 @@ func products(wOld []float32, ro int, wNew []float32, rn int, tr *Transfer, ho, 
 		out.gOld = gramBlocks(p, ho)
 		return out
 	}
-	p32 := tr.mulRight32(wOld, ro)
-	m32 := make([]float32, ro*rn)
+	sc.p32 = tr.mulRight32(sc.p32, wOld, ro)
+	sc.m32 = grow32(sc.m32, ro*rn)
 	blas32.Gemm(blas.NoTrans, blas.Trans, 1,
-		blas32.General{Rows: ro, Cols: tr.DNew, Stride: tr.DNew, Data: p32},
+		blas32.General{Rows: ro, Cols: tr.DNew, Stride: tr.DNew, Data: sc.p32},
 		blas32.General{Rows: rn, Cols: tr.DNew, Stride: tr.DNew, Data: wNew},
-		0, blas32.General{Rows: ro, Cols: rn, Stride: rn, Data: m32})
-	out.m = linalg.Dense64(m32, ro, rn)
-	out.gOld = gramBlocks32(p32, ro, tr.DNew, ho)
+		0, blas32.General{Rows: ro, Cols: rn, Stride: rn, Data: sc.m32})
+	sc.m[slot] = grow64(sc.m[slot], ro*rn)
+	for i, v := range sc.m32 {
+		sc.m[slot][i] = float64(v)
+	}
+	out.m = mat.NewDense(ro, rn, sc.m[slot])
+	out.gOld = sc.gramBlocks32(sc.p32, ro, tr.DNew, ho)
 	return out
 }
 
 // gramBlocks32 returns the diagonal h x h blocks of w w^T for a row-major
 // float32 w (rows x cols), converting one h-row block at a time to float64
-// so that no float64 copy of w is ever whole.
-func gramBlocks32(w []float32, rows, cols, h int) []*mat.SymDense {
+// (in sc.blk) so that no float64 copy of w is ever whole.
+func (sc *scratch) gramBlocks32(w []float32, rows, cols, h int) []*mat.SymDense {
 	g := make([]*mat.SymDense, rows/h)
+	sc.blk = grow64(sc.blk, h*cols)
 	for a := range g {
-		blk := linalg.Dense64(w[a*h*cols:(a+1)*h*cols], h, cols)
+		for i, v := range w[a*h*cols : (a+1)*h*cols] {
+			sc.blk[i] = float64(v)
+		}
 		s := mat.NewSymDense(h, nil)
-		s.SymOuterK(1, blk)
+		s.SymOuterK(1, mat.NewDense(h, cols, sc.blk))
 		g[a] = s
 	}
 	return g
 }
 
-// transpose32 returns the transpose (cols x rows) of a row-major rows x cols slice.
-func transpose32(x []float32, rows, cols int) []float32 {
-	out := make([]float32, len(x))
+// transpose32 returns the transpose (cols x rows) of a row-major rows x cols
+// slice, written into dst when it has the capacity.
+func transpose32(dst, x []float32, rows, cols int) []float32 {
+	out := grow32(dst, len(x))
 	const tile = 64 // cache blocking
 	for i0 := 0; i0 < rows; i0 += tile {
 		for j0 := 0; j0 < cols; j0 += tile {

@@ -154,7 +154,7 @@ func Project(ctx context.Context, pa *PairAnalysis, mods []Module, opts ProjectO
 			}
 		}
 		if im == InputWx && !opts.Float64 {
-			mappedA = linalg.Dense64(pa.Transfer.mulRight32(linalg.Float32(stack), inRows), inRows, pa.New.Hidden)
+			mappedA = linalg.Dense64(pa.Transfer.mulRight32(nil, linalg.Float32(stack), inRows), inRows, pa.New.Hidden)
 		} else {
 			var err error
 			if mappedA, err = mapInput(pa.Transfer, stack, im); err != nil {

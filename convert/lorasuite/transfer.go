@@ -232,16 +232,18 @@ func (t *Transfer) mulRight(x mat.Matrix) *mat.Dense {
 
 // mulRight32 returns x W_x in float32 with float32 accumulation (blas32
 // Sgemm: twice the speed and half the memory traffic of float64). x is
-// k x d_o row-major; the result is k x d_n row-major.
-func (t *Transfer) mulRight32(x []float32, k int) []float32 {
+// k x d_o row-major; the result is k x d_n row-major, written into dst when
+// it has the capacity (a scratch buffer), else freshly allocated.
+func (t *Transfer) mulRight32(dst, x []float32, k int) []float32 {
 	if len(x) != k*t.DOld {
 		panic(fmt.Sprintf("lorasuite: x W_x with %d values for %d x %d", len(x), k, t.DOld))
 	}
+	out := grow32(dst, k*t.DNew)
 	if t.Identity {
-		return append([]float32(nil), x...)
+		copy(out, x)
+		return out
 	}
 	t.w32Once.Do(func() { t.w32 = linalg.Float32(t.W) })
-	out := make([]float32, k*t.DNew)
 	if k == 0 {
 		return out
 	}
@@ -250,6 +252,22 @@ func (t *Transfer) mulRight32(x []float32, k int) []float32 {
 		blas32.General{Rows: t.DOld, Cols: t.DNew, Stride: t.DNew, Data: t.w32},
 		0, blas32.General{Rows: k, Cols: t.DNew, Stride: t.DNew, Data: out})
 	return out
+}
+
+// grow32 returns buf[:n], reallocating when its capacity is short.
+func grow32(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
+}
+
+// grow64 returns buf[:n], reallocating when its capacity is short.
+func grow64(buf []float64, n int) []float64 {
+	if cap(buf) < n {
+		return make([]float64, n)
+	}
+	return buf[:n]
 }
 
 // mulLeftT returns W_x^T y: y is d_o x k, the result d_n x k.
