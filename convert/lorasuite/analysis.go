@@ -32,8 +32,8 @@ type Options struct {
 // Project any number of adapters through it.
 //
 // Size: W_x (d_o x d_n float64) plus, per layer pair, four roles x H_n blocks
-// of h_o x h_n float64 and an H_o x H_n similarity matrix: ~0.26 GB for
-// Llama-2-7B -> Llama-3-8B (128 MB of it W_x).
+// of h_o x h_n float64 and an H_o x H_n similarity matrix: 128 MB + 32 x 17 MB
+// = ~0.67 GB for Llama-2-7B -> Llama-3-8B.
 type PairAnalysis struct {
 	// Old and New are the two models' attention dimensions.
 	Old, New Dims
@@ -63,11 +63,16 @@ func (pa *PairAnalysis) layerFor(old int) *LayerAnalysis {
 // with the Gram blocks, the head similarity, the Hungarian head assignment
 // and the per-head transfer blocks. tr must be d_o x d_n.
 //
-// Cost per layer pair: about 2 (H_o h + 2 G_o h + H_o h) d_o d_n flops for the
-// products with W_x (skipped when W_x = I) plus 2 (H_o h)(H_n h + 2 G_n h) d_n
-// ... for the M blocks — ~0.9 TFLOP for Llama-2-7B -> Llama-3-8B, i.e. ~10 s
-// per layer with OpenBLAS at 95 GFLOP/s. Memory: one old and one new layer in
-// float64 plus two products of the same size (~1 GB at d = 4096).
+// Cost per layer pair: 2 (2 H_o h_o + 2 G_o h_o) d_o d_n flops for the
+// products with W_x (a copy when W_x = I) plus 2 h_o h_n (2 H_o H_n + 2 G_o G_n)
+// d_n for the M blocks: ~0.9 TFLOP for Llama-2-7B -> Llama-3-8B, run as
+// float32 GEMMs (~5 s per layer at OpenBLAS's ~180 GFLOP/s on 2 idle cores;
+// 8-20 s measured on a shared, loaded machine). Memory besides the result:
+// W_x (float64 + a float32 copy) and ~0.6 GB of scratch buffers reused from
+// layer to layer at d = 4096; the caller's two float32 layers come on top.
+// Go's GC may let the heap grow to twice the live set: a process that must
+// stay under a budget should set GOMEMLIMIT (debug.SetMemoryLimit); a 4-layer
+// Llama-size run peaks at 1.4 GB RSS with a 1400 MiB limit, 2.2 GB without.
 func Analyze(ctx context.Context, oldDims, newDims Dims, tr *Transfer, layerMap []LayerPair,
 	oldSrc, newSrc LayerSource, opts Options) (*PairAnalysis, error) {
 	if err := oldDims.Validate(); err != nil {
