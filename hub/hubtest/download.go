@@ -135,7 +135,7 @@ func (s *Server) handleCDNGet(w http.ResponseWriter, r *http.Request, oid string
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, oid, etag string, data []byte, ctype string, allowGzip bool) {
 	data = s.servedContent(oid, data)
 	if cw, ok := w.(*countingWriter); ok {
-		cw.oid = oid
+		cw.setOID(oid)
 	}
 	h := w.Header()
 	h.Set("ETag", `"`+etag+`"`)

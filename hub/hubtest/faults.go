@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 )
 
@@ -96,7 +95,7 @@ type Request struct {
 	RawQuery string
 	Range    string // Range request header
 	Auth     bool   // an Authorization header was sent
-	Status   int
+	Status   int    // 0 when an injected fault dropped the connection before any answer
 	BytesIn  int64  // request body bytes read
 	BytesOut int64  // response body bytes written
 	OID      string // content served (sha256 for LFS, git sha1 otherwise), if any
@@ -105,32 +104,33 @@ type Request struct {
 
 // Requests returns a copy of the request log, oldest first.
 func (s *Server) Requests() []Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
 	return append([]Request(nil), s.log...)
 }
 
 // ResetRequests clears the request log and the byte counters.
 func (s *Server) ResetRequests() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
 	s.log = nil
+	s.logGen++
 	s.served = map[string]int64{}
 	s.bytesOut = 0
 }
 
 // BytesOut is the total response body bytes sent by both hosts.
 func (s *Server) BytesOut() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
 	return s.bytesOut
 }
 
 // ServedBytes is the number of content bytes of the blob oid (sha256 for LFS
 // files, git sha1 for regular files) sent so far, over every request.
 func (s *Server) ServedBytes(oid string) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
 	return s.served[oid]
 }
 
@@ -170,31 +170,25 @@ func (s *Server) servedContent(oid string, data []byte) []byte {
 	return f(append([]byte(nil), data...))
 }
 
-// wrap logs, counts and applies faults around a host's router.
+// wrap logs, counts and applies faults around a host's router. The log
+// entry and the byte counters are updated before the bytes they count reach
+// the client, so a test that has read a response sees them.
 func (s *Server) wrap(host string, route http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := Request{Host: host, Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
-			Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization") != ""}
 		w.Header().Set("X-Request-Id", "Root=1-hubtest-"+itoa(s.reqSeq.Add(1)))
-		cw := &countingWriter{ResponseWriter: w, cutAfter: -1}
-		cr := &countingReader{r: r.Body}
-		r.Body = cr
-		defer func() {
-			rec.Status = cw.status
+		s.logMu.Lock()
+		s.log = append(s.log, Request{Host: host, Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
+			Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization") != ""})
+		cw := &countingWriter{ResponseWriter: w, s: s, idx: len(s.log) - 1, gen: s.logGen, cutAfter: -1}
+		s.logMu.Unlock()
+		r.Body = &countingReader{r: r.Body, w: cw}
+		defer cw.record(func(rec *Request) {
 			if rec.Status == 0 && !cw.cut {
-				rec.Status = http.StatusOK
+				rec.Status = http.StatusOK // the handler wrote nothing: net/http answers 200
 			}
-			rec.BytesIn, rec.BytesOut, rec.OID = cr.n, cw.n, cw.oid
-			s.mu.Lock()
-			s.log = append(s.log, rec)
-			s.bytesOut += cw.n
-			if cw.oid != "" {
-				s.served[cw.oid] += cw.n
-			}
-			s.mu.Unlock()
-		}()
+		})
 		if f := s.takeFault(host, r); f != nil {
-			rec.Fault = true
+			cw.record(func(rec *Request) { rec.Fault = true })
 			if f.Status != 0 {
 				if f.RetryAfter != "" {
 					w.Header().Set("Retry-After", f.RetryAfter)
@@ -220,9 +214,13 @@ func (s *Server) wrap(host string, route http.HandlerFunc) http.Handler {
 	})
 }
 
-// countingWriter counts body bytes and can cut the connection mid-body.
+// countingWriter counts body bytes into the request log and the byte
+// counters, and can cut the connection mid-body.
 type countingWriter struct {
 	http.ResponseWriter
+	s        *Server
+	idx      int   // this request's index in s.log
+	gen      int64 // s.logGen when the request arrived
 	status   int
 	n        int64
 	oid      string
@@ -230,9 +228,39 @@ type countingWriter struct {
 	cut      bool
 }
 
+// record updates this request's log entry, unless the log was reset since.
+func (c *countingWriter) record(f func(*Request)) {
+	c.s.logMu.Lock()
+	defer c.s.logMu.Unlock()
+	if c.s.logGen == c.gen && c.idx < len(c.s.log) {
+		f(&c.s.log[c.idx])
+	}
+}
+
+// setOID names the blob this response serves.
+func (c *countingWriter) setOID(oid string) {
+	c.oid = oid
+	c.record(func(rec *Request) { rec.OID = oid })
+}
+
+// account counts n body bytes about to be written.
+func (c *countingWriter) account(n int) {
+	c.n += int64(n)
+	c.s.logMu.Lock()
+	defer c.s.logMu.Unlock()
+	c.s.bytesOut += int64(n)
+	if c.oid != "" {
+		c.s.served[c.oid] += int64(n)
+	}
+	if c.s.logGen == c.gen && c.idx < len(c.s.log) {
+		c.s.log[c.idx].BytesOut += int64(n)
+	}
+}
+
 func (c *countingWriter) WriteHeader(code int) {
 	if c.status == 0 {
 		c.status = code
+		c.record(func(rec *Request) { rec.Status = code })
 	}
 	c.ResponseWriter.WriteHeader(code)
 }
@@ -246,14 +274,13 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	}
 	if c.cutAfter >= 0 && c.n+int64(len(p)) >= c.cutAfter {
 		keep := c.cutAfter - c.n
+		c.account(int(keep))
 		n, _ := c.ResponseWriter.Write(p[:keep])
-		c.n += int64(n)
 		c.hangUp()
 		return n, errCut
 	}
-	n, err := c.ResponseWriter.Write(p)
-	c.n += int64(n)
-	return n, err
+	c.account(len(p))
+	return c.ResponseWriter.Write(p)
 }
 
 // hangUp flushes what was written and closes the TCP connection.
@@ -270,14 +297,10 @@ func (c *countingWriter) hangUp() {
 	if err != nil {
 		return
 	}
-	flushBuffered(buf)
-	conn.Close()
-}
-
-func flushBuffered(buf *bufio.ReadWriter) {
 	if buf != nil {
 		buf.Flush() //nolint:errcheck // the connection is being dropped anyway
 	}
+	conn.Close()
 }
 
 // Flush lets handlers stream.
@@ -300,16 +323,15 @@ var errCut = errors.New("hubtest: connection cut by an injected fault")
 
 type countingReader struct {
 	r io.ReadCloser
-	n int64
+	w *countingWriter
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	if n > 0 {
+		c.w.record(func(rec *Request) { rec.BytesIn += int64(n) })
+	}
 	return n, err
 }
 
 func (c *countingReader) Close() error { return c.r.Close() }
-
-// itoa is strconv.FormatInt for sizes.
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -152,7 +152,7 @@ func readUploadBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 }
 
 // handleCDNPut stores a basic-transfer upload.
-func (s *Server) handleCDNPut(w http.ResponseWriter, r *http.Request, oid string, _ int) {
+func (s *Server) handleCDNPut(w http.ResponseWriter, r *http.Request, oid string) {
 	size := r.URL.Query().Get("size")
 	if !s.checkSig("/upload/"+oid+"?size="+size, r.URL.Query().Get("X-Amz-Signature")) {
 		writeS3Error(w, http.StatusForbidden, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.")

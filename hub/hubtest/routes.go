@@ -210,7 +210,7 @@ func (s *Server) routeCDN(w http.ResponseWriter, r *http.Request) {
 		return
 	case len(segs) == 2 && segs[0] == "upload":
 		if allow(w, r, http.MethodPut) {
-			s.handleCDNPut(w, r, segs[1], 0)
+			s.handleCDNPut(w, r, segs[1])
 		}
 		return
 	case len(segs) == 3 && segs[0] == "upload":

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,16 +46,22 @@ type Server struct {
 	lfsThreshold   int64
 	multipartChunk int64
 
-	mu       sync.Mutex
-	repos    map[string]*repo
-	tokens   map[string]string          // token -> user
-	orgs     map[string]map[string]bool // org -> members
-	regular  map[string][]byte          // git blob sha1 -> content
-	lfs      map[string][]byte          // sha256 -> content
-	uploads  map[string]*pendingUpload  // sha256 -> multipart upload in progress
-	corrupt  map[string]func([]byte) []byte
-	faults   []*faultState
+	mu      sync.Mutex
+	repos   map[string]*repo
+	tokens  map[string]string          // token -> user
+	orgs    map[string]map[string]bool // org -> members
+	regular map[string][]byte          // git blob sha1 -> content
+	lfs     map[string][]byte          // sha256 -> content
+	uploads map[string]*pendingUpload  // sha256 -> multipart upload in progress
+	corrupt map[string]func([]byte) []byte
+	faults  []*faultState
+
+	// logMu guards the request log and the byte counters. It is separate
+	// from mu because handlers write responses (and so count bytes) while
+	// holding mu; it is never held while taking mu.
+	logMu    sync.Mutex
 	log      []Request
+	logGen   int64            // bumped by ResetRequests
 	served   map[string]int64 // content oid -> body bytes sent
 	bytesOut int64
 }
@@ -229,6 +236,9 @@ func (s *Server) sign(p string) string {
 func (s *Server) checkSig(p, sig string) bool {
 	return hmac.Equal([]byte(s.sign(p)), []byte(sig))
 }
+
+// itoa formats sizes and counters.
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // isoTime formats t the way the Hub's JSON does.
 func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
