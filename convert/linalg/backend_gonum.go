@@ -21,3 +21,12 @@ func svdThin(a *mat.Dense) (u *mat.Dense, s []float64, vt *mat.Dense, ok bool) {
 	vt = mat.DenseCopyOf(v.T())
 	return u, f.Values(nil), vt, true
 }
+
+// singularValues returns the singular values of a (m x n, m, n >= 1) only.
+func singularValues(a *mat.Dense) ([]float64, bool) {
+	var f mat.SVD
+	if !f.Factorize(a, mat.SVDNone) {
+		return nil, false
+	}
+	return f.Values(nil), true
+}

@@ -47,3 +47,27 @@ func svdThin(a *mat.Dense) (u *mat.Dense, s []float64, vt *mat.Dense, ok bool) {
 	}
 	return u, s, vt, true
 }
+
+// singularValues returns the singular values of a (m x n, m, n >= 1) only,
+// with LAPACKE Dgesdd (jobz = 'N'). LAPACKE 3.11's row-major check demands
+// ldvt >= n even when no vectors are computed, so pass that (and small dummy
+// buffers that are never written).
+func singularValues(a *mat.Dense) ([]float64, bool) {
+	m, n := a.Dims()
+	k := min(m, n)
+	work := mat.DenseCopyOf(a)
+	raw := work.RawMatrix()
+	s := make([]float64, k)
+	iwork := make([]int32, 8*k)
+	query := make([]float64, 1)
+	u, vt := make([]float64, 1), make([]float64, n)
+	if !lapacke.Dgesdd('N', m, n, raw.Data, raw.Stride, s, u, 1, vt, n, query, -1, iwork) {
+		return nil, false
+	}
+	lwork := int(query[0])
+	buf := make([]float64, max(lwork, 1))
+	if !lapacke.Dgesdd('N', m, n, raw.Data, raw.Stride, s, u, 1, vt, n, buf, lwork, iwork) {
+		return nil, false
+	}
+	return s, true
+}

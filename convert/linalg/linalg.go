@@ -36,6 +36,21 @@ func SVD(a mat.Matrix) (u *mat.Dense, s []float64, vt *mat.Dense, err error) {
 	return u, s, vt, nil
 }
 
+// SingularValues returns the min(m, n) singular values of a (m x n) in
+// decreasing order, without computing the singular vectors. An empty a gives
+// an empty slice.
+func SingularValues(a mat.Matrix) ([]float64, error) {
+	m, n := a.Dims()
+	if IsEmpty(a) {
+		return []float64{}, nil
+	}
+	s, ok := singularValues(mat.DenseCopyOf(a))
+	if !ok {
+		return nil, fmt.Errorf("%w (%d x %d values only, backend %s)", ErrSVD, m, n, backendName)
+	}
+	return s, nil
+}
+
 // SolveSPD solves a x = b for x (n x k) with a symmetric positive definite
 // (n x n) via Cholesky. It returns an error wrapping ErrNotPositiveDefinite when
 // the factorisation fails. b is not modified.

@@ -94,6 +94,33 @@ func checkOrthonormal(t *testing.T, what string, a, b mat.Matrix, k int) {
 	}
 }
 
+func TestSingularValuesMatchSVD(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, sz := range [][2]int{{1, 1}, {2, 5}, {5, 2}, {30, 30}, {40, 17}} {
+		a := randDense(rng, sz[0], sz[1])
+		_, want, _, err := SVD(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := SingularValues(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%v: %d values, want %d", sz, len(got), len(want))
+		}
+		for i := range want {
+			// Both paths are backward stable: agreement to a few ulps of s[0].
+			if math.Abs(got[i]-want[i]) > 1e-13*want[0] {
+				t.Fatalf("%v: s[%d] = %.17g, SVD gives %.17g", sz, i, got[i], want[i])
+			}
+		}
+	}
+	if s, err := SingularValues(&mat.Dense{}); err != nil || len(s) != 0 {
+		t.Fatalf("empty: %v %v", s, err)
+	}
+}
+
 // A hand-worked case: [[3, 0], [4, 5]] has singular values sqrt(45) and sqrt(5)
 // (a^T a = [[25, 20], [20, 25]], eigenvalues 45 and 5).
 func TestSVDHandWorked(t *testing.T) {

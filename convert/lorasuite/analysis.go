@@ -2,8 +2,9 @@ package lorasuite
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"math"
+	"sync"
 
 	"gonum.org/v1/gonum/mat"
 
@@ -162,7 +163,9 @@ func analyzeLayer(ow, nw *LayerWeights, od, nd Dims, tr *Transfer, method HeadTr
 		}
 		la.HeadMap[b] = a
 	}
-	for _, r := range []struct {
+	// The four roles' per-head solves are independent: one goroutine each
+	// (they are small h x h problems; the big GEMMs above are done).
+	roles := []struct {
 		name  string
 		dst   *RoleBlocks
 		p     *roleProducts
@@ -173,38 +176,49 @@ func analyzeLayer(ow, nw *LayerWeights, od, nd Dims, tr *Transfer, method HeadTr
 		{"k_proj", &la.K, k, true, false},
 		{"v_proj", &la.V, v, true, false},
 		{"o_proj", &la.O, o, false, true},
-	} {
-		rb := RoleBlocks{
-			Src: make([]int, nd.Heads), T: make([]Block, nd.Heads),
-			Residual: make([]float64, nd.Heads), Gain: make([]float64, nd.Heads),
-		}
-		for b, a := range la.HeadMap {
-			rb.Src[b], rb.Residual[b], rb.Gain[b] = -1, -1, -1
-			if a < 0 {
-				continue
+	}
+	errs := make([]error, len(roles))
+	var wg sync.WaitGroup
+	for i, r := range roles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rb := RoleBlocks{
+				Src: make([]int, nd.Heads), T: make([]Block, nd.Heads),
+				Residual: make([]float64, nd.Heads), Gain: make([]float64, nd.Heads),
 			}
-			src, dstBlock := a, b
-			if r.kv {
-				src, dstBlock = od.kvOf(a), nd.kvOf(b)
+			for b, a := range la.HeadMap {
+				rb.Src[b], rb.Residual[b], rb.Gain[b] = -1, -1, -1
+				if a < 0 {
+					continue
+				}
+				src, dstBlock := a, b
+				if r.kv {
+					src, dstBlock = od.kvOf(a), nd.kvOf(b)
+				}
+				t, res, err := headTransfer(r.p, src, dstBlock, method, r.byCol)
+				if err == nil {
+					rb.Gain[b], err = spectralNorm(t)
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("%s old head %d -> new head %d: %w", r.name, a, b, err)
+					return
+				}
+				rb.Src[b], rb.T[b], rb.Residual[b] = src, blockOf(t), res
 			}
-			t, res, err := headTransfer(r.p, src, dstBlock, method, r.byCol)
-			if err != nil {
-				return nil, fmt.Errorf("%s old head %d -> new head %d: %w", r.name, a, b, err)
-			}
-			gain, err := spectralNorm(t)
-			if err != nil {
-				return nil, fmt.Errorf("%s old head %d -> new head %d: %w", r.name, a, b, err)
-			}
-			rb.Src[b], rb.T[b], rb.Residual[b], rb.Gain[b] = src, blockOf(t), res, gain
-		}
-		*r.dst = rb
+			*r.dst = rb
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return la, nil
 }
 
 // spectralNorm returns ||t||_2, the largest singular value.
 func spectralNorm(t *mat.Dense) (float64, error) {
-	_, s, _, err := linalg.SVD(t)
+	s, err := linalg.SingularValues(t)
 	if err != nil {
 		return 0, err
 	}
@@ -288,7 +302,7 @@ func checkWeights(w *LayerWeights, d Dims, side string, layer int) error {
 			return fmt.Errorf("lorasuite: %s layer %d %s has %d values, want %d x %d", side, layer, c.name, len(c.data), c.rows, c.cols)
 		}
 		for i, v := range c.data {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			if v-v != 0 { // NaN or ±Inf: one subtraction instead of two classifications
 				return fmt.Errorf("lorasuite: %s layer %d %s[%d, %d] is %v", side, layer, c.name, i/c.cols, i%c.cols, v)
 			}
 		}
