@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -236,5 +237,26 @@ func TestGatedRepo(t *testing.T) {
 	}
 	if resp, _ := do(t, noRedirect, "GET", u, bobToken, nil); resp.StatusCode != 307 {
 		t.Fatalf("granted user: %d", resp.StatusCode)
+	}
+}
+
+func TestWithAddrs(t *testing.T) {
+	// Reserve two free ports, release them, and ask the fake to bind them.
+	var addrs []string
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, l.Addr().String())
+		l.Close()
+	}
+	s := NewTB(t, WithAddrs(addrs[0], addrs[1]))
+	_, cdnPort, _ := net.SplitHostPort(addrs[1])
+	if s.URL != "http://"+addrs[0] || s.CDNURL != "http://localhost:"+cdnPort {
+		t.Fatalf("URL %s CDNURL %s for addrs %v", s.URL, s.CDNURL, addrs)
+	}
+	if resp, _ := do(t, nil, "GET", s.URL+"/api/models", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("listing on a fixed address: %d", resp.StatusCode)
 	}
 }

@@ -114,6 +114,11 @@ func (s *Server) routeAPI(w http.ResponseWriter, r *http.Request, c caller, segs
 			s.handleCreateRepo(w, r, c)
 		}
 		return
+	case len(segs) == 2 && segs[0] == "repos" && segs[1] == "delete":
+		if allow(w, r, http.MethodDelete) {
+			s.handleDeleteRepo(w, r, c)
+		}
+		return
 	case len(segs) >= 6 && segs[0] == "resolve-cache" && segs[1] == "models":
 		if allow(w, r, http.MethodGet, http.MethodHead) {
 			s.handleResolveCache(w, r, c, segs[2]+"/"+segs[3], segs[4], strings.Join(segs[5:], "/"))

@@ -42,6 +42,8 @@ type Server struct {
 	secret []byte
 	reqSeq atomic.Int64 // numbers X-Request-Id
 
+	hubAddr        string // listen addresses; "" means a free loopback port
+	cdnAddr        string
 	now            func() time.Time
 	lfsThreshold   int64
 	multipartChunk int64
@@ -79,6 +81,14 @@ func WithLFSThreshold(n int64) Option { return func(s *Server) { s.lfsThreshold 
 // larger than it are offered the "multipart" transfer.
 func WithMultipartChunkSize(n int64) Option { return func(s *Server) { s.multipartChunk = n } }
 
+// WithAddrs makes the Hub and the CDN listen on fixed addresses (e.g.
+// "127.0.0.1:8080"; "" keeps a free loopback port), for `lorasync demo`.
+// The CDN's URL always uses the host name localhost, so it differs from the
+// Hub's 127.0.0.1. New panics if an address cannot be bound.
+func WithAddrs(hub, cdn string) Option {
+	return func(s *Server) { s.hubAddr, s.cdnAddr = hub, cdn }
+}
+
 // New starts a fake Hub. Call Close when done (NewTB does it for you).
 func New(opts ...Option) *Server {
 	s := &Server{
@@ -101,9 +111,9 @@ func New(opts ...Option) *Server {
 	if _, err := rand.Read(s.secret); err != nil {
 		panic("hubtest: no randomness: " + err.Error())
 	}
-	s.hub = httptest.NewServer(s.wrap("hub", s.routeHub))
+	s.hub = startServer(s.hubAddr, s.wrap("hub", s.routeHub))
 	s.URL = s.hub.URL
-	s.cdn = httptest.NewServer(s.wrap("cdn", s.routeCDN))
+	s.cdn = startServer(s.cdnAddr, s.wrap("cdn", s.routeCDN))
 	_, port, _ := net.SplitHostPort(s.cdn.Listener.Addr().String())
 	s.CDNURL = "http://localhost:" + port
 	if l, err := net.Listen("tcp6", "[::1]:"+port); err == nil {
@@ -111,6 +121,22 @@ func New(opts ...Option) *Server {
 		go s.cdn6.Serve(l) //nolint:errcheck // ends with Close
 	}
 	return s
+}
+
+// startServer starts an httptest server, on addr when it is set.
+func startServer(addr string, h http.Handler) *httptest.Server {
+	if addr == "" {
+		return httptest.NewServer(h)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		panic("hubtest: cannot listen on " + addr + ": " + err.Error())
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener.Close()
+	srv.Listener = l
+	srv.Start()
+	return srv
 }
 
 // NewTB starts a fake Hub that is closed when the test ends.

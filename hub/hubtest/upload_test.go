@@ -47,6 +47,20 @@ func TestCreateRepoEndpoint(t *testing.T) {
 	if resp, _ := do(t, nil, "GET", s.URL+"/api/models/acme/y", aliceToken, nil); resp.StatusCode != 200 {
 		t.Fatalf("org member reads org private repo: %d", resp.StatusCode)
 	}
+	// Deletion: only by a writer; then the repo is gone.
+	del := func(token string) int {
+		resp, _ := do(t, nil, "DELETE", s.URL+"/api/repos/delete", token, []byte(`{"name":"y","organization":"acme","type":"model"}`))
+		return resp.StatusCode
+	}
+	if st := del(bobToken); st != 404 {
+		t.Fatalf("bob deletes an acme private repo he cannot see: %d, want 404", st)
+	}
+	if st := del(aliceToken); st != 200 {
+		t.Fatalf("delete: %d", st)
+	}
+	if st := del(aliceToken); st != 404 {
+		t.Fatalf("second delete: %d, want 404", st)
+	}
 }
 
 func TestBranchEndpoint(t *testing.T) {
