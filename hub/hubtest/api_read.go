@@ -93,10 +93,36 @@ func (s *Server) cardData(cm *commit) map[string]any {
 		return nil
 	}
 	var m map[string]any
-	if err := yaml.Unmarshal(front, &m); err != nil {
+	if err := yaml.Unmarshal(front, &m); err != nil || m == nil {
 		return nil
 	}
-	return m
+	return jsonSafe(m).(map[string]any)
+}
+
+// jsonSafe turns the maps YAML decodes with non-string keys (e.g. `1: x`)
+// into string-keyed maps, so that any parsed card encodes as JSON.
+func jsonSafe(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = jsonSafe(e)
+		}
+		return out
+	case map[any]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[fmt.Sprint(k)] = jsonSafe(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = jsonSafe(e)
+		}
+		return out
+	}
+	return v
 }
 
 // frontMatter returns the YAML between a leading "---" line and the next one.

@@ -80,6 +80,30 @@ func TestRepoInfo(t *testing.T) {
 	}
 }
 
+func TestCardDataEdgeCases(t *testing.T) {
+	s, _ := newSeeded(t)
+	for _, c := range []struct {
+		readme string
+		want   string // fmt of cardData; "<nil>" when absent
+	}{
+		{"---\n---\n# empty front matter\n", "<nil>"},
+		{"# no front matter\n", "<nil>"},
+		{"---\nlicense: [broken\n---\n", "<nil>"},
+		{"---\r\nlicense: mit\r\n---\r\n", "map[license:mit]"},
+		{"---\nlicense: mit\n---", "map[license:mit]"},
+		{"---\nnested:\n  1: one\n  true: yes\n---\n", "map[nested:map[1:one true:yes]]"},
+	} {
+		if _, err := s.Commit("alice/base", "main", map[string][]byte{"README.md": []byte(c.readme)}, "card"); err != nil {
+			t.Fatal(err)
+		}
+		var info map[string]any
+		getJSON(t, s.URL+"/api/models/alice/base", "", &info)
+		if got := fmt.Sprint(info["cardData"]); got != c.want {
+			t.Errorf("README %q: cardData %s, want %s", c.readme, got, c.want)
+		}
+	}
+}
+
 func TestRefs(t *testing.T) {
 	s, sha := newSeeded(t)
 	if err := s.CreateBranch("alice/base", "dev", ""); err != nil {
