@@ -257,7 +257,7 @@ func pageParams(r *http.Request, def, max int) (limit, page int, err error) {
 // follow.
 func (s *Server) setNextLink(w http.ResponseWriter, r *http.Request, page, limit, total int) {
 	w.Header().Set("X-Total-Count", strconv.Itoa(total))
-	if (page+1)*limit >= total {
+	if page >= total || (page+1)*limit >= total {
 		return
 	}
 	q := r.URL.Query()
@@ -267,6 +267,9 @@ func (s *Server) setNextLink(w http.ResponseWriter, r *http.Request, page, limit
 }
 
 func pageSlice[T any](items []T, page, limit int) []T {
+	if page > len(items) { // also keeps page*limit from overflowing
+		return nil
+	}
 	lo := min(page*limit, len(items))
 	hi := min(lo+limit, len(items))
 	return items[lo:hi]
