@@ -98,6 +98,25 @@ func (s *Server) handleResolveCache(w http.ResponseWriter, r *http.Request, c ca
 	s.serveBlob(w, r, e.BlobID, e.BlobID, data, contentType(p, data), true)
 }
 
+// handleRaw serves /{repo}/raw/{rev}/{path}: the git blob itself, so the
+// pointer file for an LFS file, without a redirect.
+func (s *Server) handleRaw(w http.ResponseWriter, r *http.Request, c caller, id, rev, p string) {
+	s.mu.Lock()
+	_, _, e, ok := s.locate(w, c, id, rev, p)
+	var data []byte
+	if ok {
+		data = s.contentLocked(e)
+		if e.isLFS() {
+			data = lfsPointer(e.LFS, e.Size)
+		}
+	}
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.serveBlob(w, r, e.BlobID, e.BlobID, data, contentType(p, data), true)
+}
+
 // cdnDownloadURL is the presigned CDN URL of an LFS object.
 func (s *Server) cdnDownloadURL(oid, filename string) string {
 	p := "/repos/" + oid

@@ -260,3 +260,19 @@ func TestWithAddrs(t *testing.T) {
 		t.Fatalf("listing on a fixed address: %d", resp.StatusCode)
 	}
 }
+
+func TestRawServesGitBlobs(t *testing.T) {
+	s, sha := newSeeded(t)
+	resp, body := do(t, noRedirect, "GET", s.URL+"/alice/base/raw/main/model.safetensors", "", nil)
+	ptr := lfsPointer(sha256Hex(randomBytes(1, 3000)), 3000)
+	if resp.StatusCode != 200 || string(body) != string(ptr) || resp.Header.Get("X-Repo-Commit") != sha {
+		t.Fatalf("raw LFS file: %d %q", resp.StatusCode, body)
+	}
+	if resp.Header.Get("ETag") != `"`+gitBlobSHA1(ptr)+`"` {
+		t.Fatalf("raw ETag %q, want the pointer's git sha1", resp.Header.Get("ETag"))
+	}
+	resp, body = do(t, noRedirect, "HEAD", s.URL+"/alice/base/raw/main/nope", "", nil)
+	if resp.StatusCode != 404 {
+		t.Fatalf("raw HEAD of a missing file: %d %s", resp.StatusCode, body)
+	}
+}

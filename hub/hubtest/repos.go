@@ -98,10 +98,13 @@ func (s *Server) writableRepo(w http.ResponseWriter, c caller, id string) (*repo
 	return rp, true
 }
 
-// handleBranch answers POST (create) and DELETE on /api/models/{repo}/branch/{branch}.
+// handleBranch answers POST (create; {startingPoint, overwrite}) and DELETE
+// on /api/models/{repo}/branch/{branch}.
 func (s *Server) handleBranch(w http.ResponseWriter, r *http.Request, c caller, id, branch string) {
 	var body struct {
 		StartingPoint string `json:"startingPoint"`
+		Overwrite     bool   `json:"overwrite"`
+		EmptyBranch   bool   `json:"emptyBranch"`
 	}
 	if r.Method == http.MethodPost && r.ContentLength != 0 {
 		if err := decodeJSON(r, &body); err != nil {
@@ -124,8 +127,12 @@ func (s *Server) handleBranch(w http.ResponseWriter, r *http.Request, c caller, 
 		writeJSON(w, http.StatusOK, map[string]any{})
 		return
 	}
-	if _, ok := rp.Branches[branch]; ok {
+	if _, ok := rp.Branches[branch]; ok && !body.Overwrite {
 		writeError(w, http.StatusConflict, "", "Reference already exists")
+		return
+	}
+	if body.EmptyBranch {
+		writeError(w, http.StatusBadRequest, "", "hubtest does not support empty branches")
 		return
 	}
 	if strings.HasPrefix(branch, "refs/") || isCommitID(branch) {

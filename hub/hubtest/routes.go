@@ -79,13 +79,17 @@ func (s *Server) routeHub(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// /{ns}/{name}/resolve/{rev}/{path...}
-	if len(segs) >= 5 && segs[2] == "resolve" {
+	// /{ns}/{name}/{resolve,raw}/{rev}/{path...}
+	if len(segs) >= 5 && (segs[2] == "resolve" || segs[2] == "raw") {
 		rev, rest := takeRev(segs[3:])
-		if len(rest) > 0 && allow(w, r, http.MethodGet, http.MethodHead) {
-			s.handleResolve(w, r, c, segs[0]+"/"+segs[1], rev, strings.Join(rest, "/"))
-		} else if len(rest) == 0 {
+		switch {
+		case len(rest) == 0:
 			notFound(w)
+		case !allow(w, r, http.MethodGet, http.MethodHead):
+		case segs[2] == "raw":
+			s.handleRaw(w, r, c, segs[0]+"/"+segs[1], rev, strings.Join(rest, "/"))
+		default:
+			s.handleResolve(w, r, c, segs[0]+"/"+segs[1], rev, strings.Join(rest, "/"))
 		}
 		return
 	}
