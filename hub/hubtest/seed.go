@@ -335,6 +335,9 @@ func (s *Server) applyLocked(r *repo, base *commit, ops []op, title, desc, autho
 			return nil, fmt.Errorf("unknown operation %q on %s", o.kind, o.path)
 		}
 	}
+	if err := checkFileDirConflicts(tree); err != nil {
+		return nil, err
+	}
 	message := title
 	if desc != "" {
 		message += "\n\n" + desc
@@ -353,6 +356,25 @@ func (s *Server) applyLocked(r *repo, base *commit, ops []op, title, desc, autho
 	}
 	r.Commits[c.ID] = c
 	return c, nil
+}
+
+// checkFileDirConflicts refuses a tree where a path is both a file and a
+// directory (a and a/b), which git cannot represent.
+func checkFileDirConflicts(tree map[string]entry) error {
+	paths := sortedPaths(tree)
+	for i, p := range paths {
+		// Paths under p/ sort right after p, possibly after siblings like
+		// "p.txt" or "p-x" (bytes below '/'): scan while the prefix holds.
+		for _, q := range paths[i+1:] {
+			if !strings.HasPrefix(q, p) {
+				break
+			}
+			if q[len(p)] == '/' {
+				return fmt.Errorf("%s is both a file and a directory (%s)", p, q)
+			}
+		}
+	}
+	return nil
 }
 
 // isLFSPath is the Hub's rule: a .gitattributes LFS pattern, or size at or

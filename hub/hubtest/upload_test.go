@@ -237,6 +237,10 @@ func TestCommitConflictsAndErrors(t *testing.T) {
 	if resp, _ := commit(aliceToken, base, "", hdr(""), file); resp.StatusCode != 400 {
 		t.Fatalf("commit onto a commit id: %d, want 400", resp.StatusCode)
 	}
+	conflict := map[string]any{"key": "file", "value": map[string]any{"path": "config.json/inner", "content": "", "encoding": "base64"}}
+	if resp, body := commit(aliceToken, "main", "", hdr(""), conflict); resp.StatusCode != 400 || !strings.Contains(string(body), "both a file and a directory") {
+		t.Fatalf("file/directory conflict: %d %s, want 400", resp.StatusCode, body)
+	}
 	bad := map[string]any{"key": "file", "value": map[string]any{"path": "../x", "content": "", "encoding": "base64"}}
 	if resp, _ := commit(aliceToken, "main", "", hdr(""), bad); resp.StatusCode != 400 {
 		t.Fatalf("path escaping the repo: %d, want 400", resp.StatusCode)
