@@ -212,45 +212,63 @@ func (s *Server) handleCompleteMultipart(w http.ResponseWriter, r *http.Request)
 	}
 	var body struct {
 		OID   string `json:"oid"`
-		Parts []struct {
-			PartNumber int    `json:"partNumber"`
-			ETag       string `json:"etag"`
-		} `json:"parts"`
+		Parts []partRef `json:"parts"`
 	}
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, http.StatusBadRequest, "", err.Error())
 		return
 	}
+	// Collect the parts under the lock; assemble and hash outside it.
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	up := s.uploads[oid]
 	if up == nil || body.OID != oid {
+		s.mu.Unlock()
 		writeError(w, http.StatusNotFound, "", "No multipart upload in progress for "+body.OID)
 		return
 	}
-	if len(body.Parts) != up.numParts() {
-		writeError(w, http.StatusBadRequest, "", fmt.Sprintf("expected %d parts, got %d", up.numParts(), len(body.Parts)))
+	size, parts, err := up.collect(body.Parts)
+	s.mu.Unlock()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "", err.Error())
 		return
 	}
-	var whole bytes.Buffer
-	for i, p := range body.Parts {
-		if p.PartNumber != i+1 {
-			writeError(w, http.StatusBadRequest, "", fmt.Sprintf("part %d out of order (got partNumber %d)", i+1, p.PartNumber))
-			return
-		}
-		if up.etags[p.PartNumber] == "" || normETag(p.ETag) != normETag(up.etags[p.PartNumber]) {
-			writeError(w, http.StatusBadRequest, "", fmt.Sprintf("part %d: etag %q does not match the uploaded part", p.PartNumber, p.ETag))
-			return
-		}
-		whole.Write(up.parts[p.PartNumber])
-	}
-	if int64(whole.Len()) != up.size || sha256Hex(whole.Bytes()) != oid {
-		writeError(w, http.StatusBadRequest, "", fmt.Sprintf("assembled object is %d bytes with a different sha256 than %s", whole.Len(), oid))
+	whole := bytes.Join(parts, nil)
+	if int64(len(whole)) != size || sha256Hex(whole) != oid {
+		writeError(w, http.StatusBadRequest, "", fmt.Sprintf("assembled object is %d bytes with a different sha256 than %s", len(whole), oid))
 		return
 	}
-	s.lfs[oid] = whole.Bytes()
-	delete(s.uploads, oid)
+	s.mu.Lock()
+	s.lfs[oid] = whole
+	if s.uploads[oid] == up {
+		delete(s.uploads, oid)
+	}
+	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{})
+}
+
+type partRef struct {
+	PartNumber int    `json:"partNumber"`
+	ETag       string `json:"etag"`
+}
+
+// collect checks the completion's part list (every part, in order, with the
+// ETag the CDN answered for it) and returns the object size and the parts.
+// Callers hold s.mu.
+func (p *pendingUpload) collect(refs []partRef) (int64, [][]byte, error) {
+	if len(refs) != p.numParts() {
+		return 0, nil, fmt.Errorf("expected %d parts, got %d", p.numParts(), len(refs))
+	}
+	parts := make([][]byte, 0, len(refs))
+	for i, ref := range refs {
+		if ref.PartNumber != i+1 {
+			return 0, nil, fmt.Errorf("part %d out of order (got partNumber %d)", i+1, ref.PartNumber)
+		}
+		if p.etags[ref.PartNumber] == "" || normETag(ref.ETag) != normETag(p.etags[ref.PartNumber]) {
+			return 0, nil, fmt.Errorf("part %d: etag %q does not match the uploaded part", ref.PartNumber, ref.ETag)
+		}
+		parts = append(parts, p.parts[ref.PartNumber])
+	}
+	return p.size, parts, nil
 }
 
 func normETag(e string) string { return strings.Trim(strings.TrimPrefix(e, "W/"), `"`) }
