@@ -211,7 +211,7 @@ func (s *Server) handleCompleteMultipart(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	var body struct {
-		OID   string `json:"oid"`
+		OID   string    `json:"oid"`
 		Parts []partRef `json:"parts"`
 	}
 	if err := decodeJSON(r, &body); err != nil {
