@@ -33,6 +33,8 @@ type harness struct {
 	clock   *fakeClock
 	logs    *syncBuffer
 	hook    func(state.JobKey) bool
+	// realHub, when set, replaces the fake Hub (tests against hubtest).
+	realHub Hub
 }
 
 // header is the non-track part of every test config. min_free_disk is a
@@ -78,8 +80,12 @@ func (h *harness) config() *config.Config {
 
 func (h *harness) daemon(dryRun bool) *Daemon {
 	h.t.Helper()
+	var hub Hub = h.hub
+	if h.realHub != nil {
+		hub = h.realHub
+	}
 	d, err := New(Options{
-		Config: h.config(), ConfigPath: h.cfgPath, Hub: h.hub, Converter: h.conv,
+		Config: h.config(), ConfigPath: h.cfgPath, Hub: hub, Converter: h.conv,
 		Logger:   slog.New(slog.NewTextHandler(io.MultiWriter(h.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registry: prometheus.NewRegistry(), Clock: h.clock, Rand: func() float64 { return 0.5 }, DryRun: dryRun,
 	})

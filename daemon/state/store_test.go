@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -130,21 +129,28 @@ func TestStatusReadsWhileDaemonWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	const writes = 100
-	var wg sync.WaitGroup
-	wg.Add(1)
-	var werr error
+	werr := make(chan error, 1)
 	go func() {
-		defer wg.Done()
 		for i := range writes {
-			if werr = w.Update(func(tx *Tx) error {
+			if err := w.Update(func(tx *Tx) error {
 				return tx.PutJob(Job{Key: key(i), Status: Pending, Created: t0.Add(time.Duration(i))})
-			}); werr != nil {
+			}); err != nil {
+				werr <- err
 				return
 			}
 		}
+		werr <- nil
 	}()
-	last := 0
-	for last < writes {
+	last, writerDone := 0, false
+	for !writerDone || last < writes {
+		select {
+		case err := <-werr:
+			if err != nil {
+				t.Fatalf("writer: %v", err)
+			}
+			writerDone = true
+		default:
+		}
 		snap, err := r.Snapshot()
 		if err != nil {
 			t.Fatalf("Snapshot while writing: %v", err)
@@ -153,13 +159,6 @@ func TestStatusReadsWhileDaemonWrites(t *testing.T) {
 			t.Fatalf("snapshot went backwards: %d < %d jobs", len(snap.Jobs), last)
 		}
 		last = len(snap.Jobs)
-		if werr != nil {
-			break
-		}
-	}
-	wg.Wait()
-	if werr != nil {
-		t.Fatalf("writer: %v", werr)
 	}
 	if last != writes {
 		t.Errorf("reader saw %d jobs, want %d", last, writes)

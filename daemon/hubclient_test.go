@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lorasync/lorasync/daemon/state"
+	"github.com/lorasync/lorasync/hub"
+	"github.com/lorasync/lorasync/hub/hubtest"
+)
+
+// hubtestBed is a harness whose Hub is hub.Client (through HubClient)
+// talking HTTP to hubtest, the project's faithful fake Hub.
+func hubtestBed(t *testing.T, tracks string) (*harness, *hubtest.Server) {
+	t.Helper()
+	srv := hubtest.NewTB(t)
+	srv.AddToken("hf_daemontest", "acme", "org")
+	h := newHarness(t, tracks)
+	c, err := hub.New(hub.Options{Endpoint: srv.URL, Token: "hf_daemontest", CacheDir: filepath.Join(h.dir, "hf"), MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.realHub = NewHubClient(c)
+	return h, srv
+}
+
+func seed(t *testing.T, srv *hubtest.Server, repo string, files map[string][]byte) string {
+	t.Helper()
+	if err := srv.CreateRepo(repo, false); err != nil && !strings.Contains(err.Error(), "exists") {
+		t.Fatal(err)
+	}
+	c, err := srv.Commit(repo, "main", files, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestHubClientAgainstHubtest(t *testing.T) {
+	for _, target := range []string{`{repo_template: "{adapter}-{base_name}"}`, `{branch: "lorasync/{base_name}"}`, `{pr: true}`} {
+		t.Run(target, func(t *testing.T) {
+			h, srv := hubtestBed(t, strings.Replace(oneAdapterTrack, `{repo_template: "{adapter}-{base_name}"}`, target, 1))
+			seed(t, srv, "org/base", baseFiles("v0"))
+			seed(t, srv, "acme/math", adapterFiles(8))
+			h.runOnce()
+			c1 := seed(t, srv, "org/base", baseFiles("v1"))
+
+			// Crash right after the push, then restart: exactly one commit.
+			h.hook = func(state.JobKey) bool { return true }
+			h.runOnce()
+			h.hook = nil
+			rep := h.runOnce()
+			if err := rep.Err(); err != nil {
+				t.Fatal(err)
+			}
+			j := h.job("acme/math")
+			if j.Status != state.Done || !j.Reconciled || j.Key.BaseCommit != c1 {
+				t.Fatalf("job = %+v", j)
+			}
+			rev := j.OutputRevision
+			if j.PullRequest != "" {
+				rev = j.PullRequest
+			}
+			commits, err := srv.Commits(j.OutputRepo, rev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pushes := 0
+			for _, c := range commits {
+				if strings.HasPrefix(c.Title, "lorasync:") {
+					pushes++
+				}
+			}
+			if pushes != 1 {
+				t.Errorf("%d lorasync commits on %s@%s, want 1", pushes, j.OutputRepo, rev)
+			}
+			prov, err := srv.File(j.OutputRepo, rev, ProvenanceFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := readProvenance(t, prov); p.NewBase.Commit != c1 {
+				t.Errorf("provenance names %s, want %s", p.NewBase.Commit, c1)
+			}
+		})
+	}
+}
+
+func TestHubClientOutageRetried(t *testing.T) {
+	h, srv := hubtestBed(t, oneAdapterTrack)
+	seed(t, srv, "org/base", baseFiles("v0"))
+	seed(t, srv, "acme/math", adapterFiles(8))
+	h.runOnce()
+	seed(t, srv, "org/base", baseFiles("v1"))
+	srv.Inject(hubtest.Fault{Status: http.StatusServiceUnavailable, Times: 1000})
+	rep := h.runOnce()
+	if len(rep.Tracks) != 1 || rep.Tracks[0].Error == "" {
+		t.Fatalf("poll during an outage: %+v", rep.Tracks)
+	}
+	srv.ClearFaults()
+	h.runOnce()
+	if j := h.job("acme/math"); j.Status != state.Done {
+		t.Fatalf("after the outage: %+v", j)
+	}
+}
+
+func TestHubErrMapping(t *testing.T) {
+	notFound := &hub.Error{Op: "repo info", Repo: "a/b", Status: 404, Err: hub.ErrRepoNotFound}
+	if err := hubErr(notFound); !errors.Is(err, ErrNotFound) || !IsPermanent(err) || !errors.Is(err, hub.ErrRepoNotFound) {
+		t.Errorf("not found -> %v", err)
+	}
+	conflict := &hub.Error{Op: "commit", Repo: "a/b", Status: 412, Err: hub.ErrConflict}
+	if err := hubErr(conflict); IsPermanent(err) {
+		t.Errorf("a moved branch must be retried: %v", err)
+	}
+	down := &hub.Error{Op: "repo info", Repo: "a/b", Status: 503, Err: hub.ErrUnavailable}
+	if err := hubErr(down); IsPermanent(err) || errors.Is(err, ErrNotFound) {
+		t.Errorf("503 -> %v", err)
+	}
+	unauth := &hub.Error{Op: "commit", Repo: "a/b", Status: 401, Err: hub.ErrUnauthorized}
+	if err := hubErr(unauth); !IsPermanent(err) {
+		t.Errorf("401 -> %v, want permanent", err)
+	}
+	if hubErr(context.Canceled) != context.Canceled {
+		t.Error("cancellation must pass through unchanged")
+	}
+}
