@@ -16,6 +16,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // copyBufferSize is the fixed buffer every download streams through: the
@@ -273,11 +275,18 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, buf []
 	}
 	cl := &call{method: http.MethodGet, url: s.url, header: hdr, auth: true,
 		op: "download", repo: s.repo, rev: s.rev, path: s.path}
-	resp, err := c.do(ctx, cl)
+	// A watchdog cancels the request when the body stalls for c.idle; the
+	// caller then resumes from the bytes received, as after a cut connection.
+	reqCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	resp, err := c.do(reqCtx, cl)
 	if err != nil {
 		return 0, false, err
 	}
 	defer resp.Body.Close()
+	var stalled atomic.Bool
+	watchdog := time.AfterFunc(c.idle, func() { stalled.Store(true); cancel() })
+	defer watchdog.Stop()
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && have > 0:
 		m := contentRangeRE.FindStringSubmatch(resp.Header.Get("Content-Range"))
@@ -331,6 +340,7 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, buf []
 			}
 			n += int64(k)
 			prog.add(int64(k))
+			watchdog.Reset(c.idle)
 		}
 		if rerr == io.EOF {
 			if have+n < s.size {
@@ -341,6 +351,9 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, buf []
 		if rerr != nil {
 			if ctx.Err() != nil {
 				return n, restart, ctx.Err()
+			}
+			if stalled.Load() {
+				return n, restart, s.err(ErrUnavailable, "no data for %v at byte %d of %d", c.idle, have+n, s.size)
 			}
 			return n, restart, &Error{Op: "download", Repo: s.repo, Revision: s.rev, Path: s.path,
 				Err: ErrUnavailable, Cause: rerr}

@@ -39,7 +39,7 @@ type Options struct {
 	CacheDir string // the hub cache ($HF_HUB_CACHE); default ~/.cache/huggingface/hub
 	Offline  bool   // no network at all: answer from the cache or fail with ErrOffline
 
-	HTTPClient *http.Client // default: a client without overall timeout
+	HTTPClient *http.Client // default: no overall timeout, header timeout = IdleTimeout
 	Logger     *slog.Logger // default: discard
 
 	// Concurrency bounds parallel file transfers in Snapshot and Upload (default 8).
@@ -48,6 +48,11 @@ type Options struct {
 	Progress         ProgressMode
 	ProgressOutput   io.Writer     // bar and TTY detection target; default os.Stderr
 	ProgressInterval time.Duration // period of progress log records; default 5 s
+
+	// IdleTimeout aborts (and then resumes) a download whose body delivers
+	// no bytes for this long; default 60 s. The default HTTP client also
+	// waits at most this long for response headers.
+	IdleTimeout time.Duration
 
 	// TrustCache skips re-hashing blobs already in the cache. By default a
 	// cached blob is verified (size, then sha256 or git-sha1) before use, and
@@ -143,6 +148,7 @@ type Client struct {
 	progressOut io.Writer
 	progressInt time.Duration
 	trustCache  bool
+	idle        time.Duration
 	userAgent   string
 	clock       Clock
 	maxRetries  int
@@ -169,6 +175,7 @@ func New(o Options) (*Client, error) {
 		progressOut: o.ProgressOutput,
 		progressInt: o.ProgressInterval,
 		trustCache:  o.TrustCache,
+		idle:        o.IdleTimeout,
 		userAgent:   o.UserAgent,
 		clock:       o.Clock,
 		maxRetries:  o.MaxRetries,
@@ -207,9 +214,12 @@ func New(o Options) (*Client, error) {
 	case c.maxRetries < 0:
 		c.maxRetries = 0
 	}
+	if c.idle <= 0 {
+		c.idle = 60 * time.Second
+	}
 	base := o.HTTPClient
 	if base == nil {
-		base = &http.Client{}
+		base = defaultHTTPClient(c.idle, c.concurrency)
 	}
 	follow := *base
 	follow.CheckRedirect = dropAuthAcrossHosts
@@ -218,6 +228,16 @@ func New(o Options) (*Client, error) {
 	manual.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c.noRedirect = &manual
 	return c, nil
+}
+
+// defaultHTTPClient is http.DefaultTransport with a bound on the wait for
+// response headers and enough idle connections for the transfer workers
+// (the stock 2 per host would reconnect constantly).
+func defaultHTTPClient(headerTimeout time.Duration, workers int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = headerTimeout
+	t.MaxIdleConnsPerHost = max(workers, 2) * 2
+	return &http.Client{Transport: t}
 }
 
 // Endpoint returns the Hub base URL without a trailing slash.

@@ -1,0 +1,247 @@
+package hub
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const evilCommit = "0123456789abcdef0123456789abcdef01234567"
+
+// hostileHub serves a repo whose tree listing contains path, plus one
+// harmless file, and records every request it gets.
+func hostileHub(t *testing.T, path string) (*httptest.Server, func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/api/models/evil/repo/revision/main":
+			json.NewEncoder(w).Encode(map[string]any{"id": "evil/repo", "sha": evilCommit})
+		case "/api/models/evil/repo/tree/" + evilCommit:
+			json.NewEncoder(w).Encode([]map[string]any{
+				{"type": "file", "path": "config.json", "oid": strings.Repeat("a", 40), "size": 2},
+				{"type": "file", "path": path, "oid": strings.Repeat("b", 40), "size": 4},
+			})
+		default:
+			http.Error(w, "unexpected", http.StatusTeapot)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), seen...)
+	}
+}
+
+// TestUnsafeSiblingPathRefused: a listing naming a path with "..", an
+// absolute path, a backslash or an empty segment is refused before anything
+// at all is written, and no file is requested.
+func TestUnsafeSiblingPathRefused(t *testing.T) {
+	for _, bad := range []string{
+		"../../../../etc/passwd", "sub/../../escape", "/etc/passwd", `..\..\win`, `a\b`,
+		"a//b", "a/./b", "trailing/", ".", "..",
+	} {
+		t.Run(strconv.Quote(bad), func(t *testing.T) {
+			srv, seen := hostileHub(t, bad)
+			root := t.TempDir()
+			cache := filepath.Join(root, "cache")
+			c, err := New(Options{Endpoint: srv.URL, CacheDir: cache, Progress: ProgressOff, Clock: &fakeClock{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Snapshot(context.Background(), "evil/repo", "main", SnapshotOptions{})
+			if !errors.Is(err, ErrUnsafePath) || !IsPermanent(err) {
+				t.Fatalf("err = %v, want permanent ErrUnsafePath", err)
+			}
+			if entries := listCache(t, root); len(entries) != 0 {
+				t.Errorf("written before refusing: %v", entries)
+			}
+			for _, r := range seen() {
+				if strings.Contains(r, "/resolve/") {
+					t.Errorf("requested %s despite the unsafe listing", r)
+				}
+			}
+		})
+	}
+}
+
+// TestUnsafeCallerInput: repo ids, revisions and paths from the caller get
+// the same treatment, without any request.
+func TestUnsafeCallerInput(t *testing.T) {
+	srv, seen := hostileHub(t, "x")
+	c, err := New(Options{Endpoint: srv.URL, CacheDir: t.TempDir(), Progress: ProgressOff, Clock: &fakeClock{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct{ repo, rev, path string }{
+		{"../evil", "main", "a"},
+		{"evil/../../x", "main", "a"},
+		{"evil--x/y", "main", "a"},
+		{"evil/repo", "../../refs", "a"},
+		{"evil/repo", "main", "../a"},
+		{"evil/repo", "main", "/abs"},
+	} {
+		_, err := c.DownloadFile(ctx, tc.repo, tc.rev, tc.path)
+		if err == nil || !(errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrBadRequest)) {
+			t.Errorf("DownloadFile(%q, %q, %q) = %v, want a refusal", tc.repo, tc.rev, tc.path, err)
+		}
+	}
+	if n := len(seen()); n != 0 {
+		t.Errorf("%d requests for refused input", n)
+	}
+}
+
+// TestRangeIgnoredRestarts: a server that answers 200 to a Range request
+// makes the client discard its partial file and start from zero, and the
+// result is still correct.
+func TestRangeIgnoredRestarts(t *testing.T) {
+	content := randBytes(9, 3<<20)
+	sum := sha256.Sum256(content)
+	etag := hex.EncodeToString(sum[:])
+	var mu sync.Mutex
+	var ranges []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/o/r/resolve/main/w.bin" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("X-Repo-Commit", evilCommit)
+		w.Header().Set("ETag", `"`+etag+`"`)
+		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+		if r.Method == http.MethodGet {
+			mu.Lock()
+			ranges = append(ranges, r.Header.Get("Range"))
+			mu.Unlock()
+			w.Write(content) // Range ignored on purpose
+		}
+	}))
+	defer srv.Close()
+	cache := t.TempDir()
+	blobs := filepath.Join(cache, "models--o--r", "blobs")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(blobs, etag+".0badf00d.incomplete"), randBytes(10, 1000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Options{Endpoint: srv.URL, CacheDir: cache, Progress: ProgressOff, Clock: &fakeClock{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.DownloadFile(context.Background(), "o/r", "main", "w.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(p)
+	if sha256.Sum256(got) != sum {
+		t.Fatal("content differs after a restart")
+	}
+	if len(ranges) != 1 || ranges[0] != "bytes=1000-" {
+		t.Errorf("GET ranges %q, want one resume attempt from byte 1000", ranges)
+	}
+}
+
+// TestRedirectDropsAuthorization: the client's redirect policy removes the
+// token when a redirect leaves the endpoint host (also for a mere port change).
+func TestRedirectDropsAuthorization(t *testing.T) {
+	var gotAuth string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth = r.Header.Get("Authorization")
+		w.Write([]byte("{}"))
+	}))
+	defer other.Close()
+	var firstAuth string
+	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		firstAuth = r.Header.Get("Authorization")
+		http.Redirect(w, r, other.URL+"/x", http.StatusFound)
+	}))
+	defer hub.Close()
+	c, err := New(Options{Endpoint: hub.URL, Token: testToken, CacheDir: t.TempDir(), Clock: &fakeClock{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.doJSON(context.Background(), &call{method: http.MethodGet, url: hub.URL + "/api/x", auth: true, op: "t"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if firstAuth != "Bearer "+testToken {
+		t.Errorf("endpoint did not get the token: %q", firstAuth)
+	}
+	if gotAuth != "" {
+		t.Errorf("other host got Authorization %q", gotAuth)
+	}
+}
+
+// TestStalledDownloadResumes: a server that stops sending mid-body (without
+// closing) is abandoned after IdleTimeout and the download resumes from the
+// bytes already written.
+func TestStalledDownloadResumes(t *testing.T) {
+	content := randBytes(11, 1<<20)
+	sum := sha256.Sum256(content)
+	etag := hex.EncodeToString(sum[:])
+	var mu sync.Mutex
+	var ranges []string
+	release := make(chan struct{})
+	defer close(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Repo-Commit", evilCommit)
+		w.Header().Set("X-Linked-Etag", etag)
+		w.Header().Set("X-Linked-Size", strconv.Itoa(len(content)))
+		if r.Method == http.MethodHead {
+			return
+		}
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		first := len(ranges) == 1
+		mu.Unlock()
+		if first {
+			w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+			w.Write(content[:300_000])
+			w.(http.Flusher).Flush()
+			select { // stall: neither more bytes nor a close
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		start, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(r.Header.Get("Range"), "bytes="), "-"))
+		w.Header().Set("Content-Range", "bytes "+strconv.Itoa(start)+"-"+strconv.Itoa(len(content)-1)+"/"+strconv.Itoa(len(content)))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(content[start:])
+	}))
+	defer srv.Close()
+	c, err := New(Options{Endpoint: srv.URL, CacheDir: t.TempDir(), Progress: ProgressOff, Clock: &fakeClock{},
+		IdleTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.DownloadFile(context.Background(), "o/r", "main", "w.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(p)
+	if sha256.Sum256(got) != sum {
+		t.Fatal("content differs")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ranges) != 2 || ranges[0] != "" || ranges[1] != "bytes=300000-" {
+		t.Errorf("GET ranges %q, want a resume from byte 300000", ranges)
+	}
+}
