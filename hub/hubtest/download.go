@@ -119,20 +119,12 @@ func (s *Server) handleRaw(w http.ResponseWriter, r *http.Request, c caller, id,
 
 // cdnDownloadURL is the presigned CDN URL of an LFS object.
 func (s *Server) cdnDownloadURL(oid, filename string) string {
-	p := "/repos/" + oid
-	q := url.Values{}
-	q.Set("X-Amz-Algorithm", "AWS4-HMAC-SHA256")
-	q.Set("X-Amz-Expires", "3600")
-	q.Set("X-Amz-Signature", s.sign(p))
-	q.Set("response-content-disposition", contentDisposition(filename))
-	return s.CDNURL + p + "?" + q.Encode()
+	return s.presign(s.CDNURL, "/repos/"+oid, url.Values{"response-content-disposition": {contentDisposition(filename)}})
 }
 
 // handleCDNGet serves an LFS object from the CDN host.
 func (s *Server) handleCDNGet(w http.ResponseWriter, r *http.Request, oid string) {
-	if !s.checkSig("/repos/"+oid, r.URL.Query().Get("X-Amz-Signature")) {
-		writeS3Error(w, http.StatusForbidden, "SignatureDoesNotMatch",
-			"The request signature we calculated does not match the signature you provided.")
+	if !s.checkPresigned(w, r, "/repos/"+oid) {
 		return
 	}
 	s.mu.Lock()

@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestResolveRegularFileRelativeRedirect(t *testing.T) {
@@ -274,5 +276,47 @@ func TestRawServesGitBlobs(t *testing.T) {
 	resp, body = do(t, noRedirect, "HEAD", s.URL+"/alice/base/raw/main/nope", "", nil)
 	if resp.StatusCode != 404 {
 		t.Fatalf("raw HEAD of a missing file: %d %s", resp.StatusCode, body)
+	}
+}
+
+// fakeClock is a settable clock safe for the server's goroutines.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func TestPresignedURLsExpire(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)}
+	s, _ := newSeeded(t, WithClock(clock.Now))
+	resp, _ := do(t, noRedirect, "GET", s.URL+"/alice/base/resolve/main/model.safetensors", "", nil)
+	loc := resp.Header.Get("Location")
+	clock.Advance(presignTTL - time.Second)
+	if resp, _ := do(t, noRedirect, "GET", loc, "", nil); resp.StatusCode != 200 {
+		t.Fatalf("URL within its lifetime: %d", resp.StatusCode)
+	}
+	clock.Advance(2 * time.Second)
+	resp, body := do(t, noRedirect, "GET", loc, "", nil)
+	if resp.StatusCode != 403 || !strings.Contains(string(body), "Request has expired") {
+		t.Fatalf("expired URL: %d %s, want 403 Request has expired", resp.StatusCode, body)
+	}
+	// Tampering with a signed parameter breaks the signature.
+	u, _ := url.Parse(loc)
+	q := u.Query()
+	q.Set("response-content-disposition", "attachment")
+	u.RawQuery = q.Encode()
+	if resp, _ := do(t, noRedirect, "GET", u.String(), "", nil); resp.StatusCode != 403 {
+		t.Fatalf("tampered URL: %d, want 403", resp.StatusCode)
 	}
 }

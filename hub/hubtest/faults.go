@@ -20,6 +20,10 @@ import (
 //     failure mid-download);
 //   - Status == 0 and CutAfterBytes == 0: the connection is closed before any
 //     answer.
+//
+// With Hold set, the request first waits until Hold is closed (or the client
+// gives up); a held fault with neither Status nor CutAfterBytes is then served
+// normally. Holding lets tests cancel a client mid-request without timing.
 type Fault struct {
 	Host       string // "hub", "cdn" or "" for both
 	Method     string // "" for any
@@ -33,6 +37,7 @@ type Fault struct {
 	RateLimit  string // RateLimit header, e.g. `"api";r=0;t=1`
 
 	CutAfterBytes int64
+	Hold          <-chan struct{}
 	Times         int // how many requests to fail; <= 0 means all of them
 }
 
@@ -189,6 +194,17 @@ func (s *Server) wrap(host string, route http.HandlerFunc) http.Handler {
 		})
 		if f := s.takeFault(host, r); f != nil {
 			cw.record(func(rec *Request) { rec.Fault = true })
+			if f.Hold != nil {
+				select {
+				case <-f.Hold:
+				case <-r.Context().Done():
+					return // the client went away while held
+				}
+				if f.Status == 0 && f.CutAfterBytes == 0 {
+					route(cw, r)
+					return
+				}
+			}
 			if f.Status != 0 {
 				if f.RetryAfter != "" {
 					w.Header().Set("Retry-After", f.RetryAfter)

@@ -2,11 +2,14 @@ package hubtest
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFaultStatusTimes(t *testing.T) {
@@ -126,5 +129,62 @@ func TestRequestLogNeverKeepsTokens(t *testing.T) {
 	s.ResetRequests()
 	if len(s.Requests()) != 0 || s.BytesOut() != 0 {
 		t.Fatalf("ResetRequests left state")
+	}
+}
+
+// waitForRequest polls the log until a request to path arrives.
+func waitForRequest(t *testing.T, s *Server, path string) {
+	t.Helper()
+	for range 2000 {
+		for _, r := range s.Requests() {
+			if r.Path == path {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("no request to %s arrived", path)
+}
+
+func TestFaultHold(t *testing.T) {
+	s, _ := newSeeded(t)
+	// A held request whose client cancels: the client sees its own
+	// cancellation, and the fake does not answer it.
+	hold := make(chan struct{})
+	s.Inject(Fault{PathPrefix: "/api/models/alice/base", Hold: hold, Times: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.URL+"/api/models/alice/base", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	waitForRequest(t, s, "/api/models/alice/base")
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled held request: %v, want context.Canceled", err)
+	}
+	close(hold)
+	// A held request released by the test is served normally.
+	s.ResetRequests()
+	hold2 := make(chan struct{})
+	s.Inject(Fault{PathPrefix: "/api/models/alice/base/refs", Hold: hold2, Times: 1})
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(s.URL + "/api/models/alice/base/refs")
+		if err != nil {
+			done <- -1
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	waitForRequest(t, s, "/api/models/alice/base/refs")
+	close(hold2)
+	if st := <-done; st != 200 {
+		t.Fatalf("released request: %d, want 200", st)
 	}
 }

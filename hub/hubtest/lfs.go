@@ -2,6 +2,7 @@ package hubtest
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
@@ -102,9 +103,8 @@ func (s *Server) handleLFSBatch(w http.ResponseWriter, r *http.Request, c caller
 				transfer = "multipart"
 				obj.Actions = map[string]lfsAction{"upload": s.startMultipart(o.OID, o.Size), "verify": verify}
 			} else {
-				p := "/upload/" + o.OID
-				q := url.Values{"size": {itoa(o.Size)}, "X-Amz-Signature": {s.sign(p + "?size=" + itoa(o.Size))}}
-				obj.Actions = map[string]lfsAction{"upload": {Href: s.CDNURL + p + "?" + q.Encode()}, "verify": verify}
+				href := s.presign(s.CDNURL, "/upload/"+o.OID, url.Values{"size": {itoa(o.Size)}})
+				obj.Actions = map[string]lfsAction{"upload": {Href: href}, "verify": verify}
 			}
 		}
 		out = append(out, obj)
@@ -121,8 +121,7 @@ func (s *Server) startMultipart(oid string, size int64) lfsAction {
 	s.uploads[oid] = up
 	header := map[string]string{"chunk_size": itoa(up.chunk)}
 	for n := 1; n <= up.numParts(); n++ {
-		p := "/upload/" + oid + "/" + strconv.Itoa(n)
-		header[fmt.Sprintf("%05d", n)] = s.CDNURL + p + "?X-Amz-Signature=" + s.sign(p)
+		header[fmt.Sprintf("%05d", n)] = s.presign(s.CDNURL, "/upload/"+oid+"/"+strconv.Itoa(n), nil)
 	}
 	done := "/api/complete_multipart"
 	q := url.Values{"oid": {oid}, "signature": {s.sign(done + "/" + oid)}}
@@ -153,11 +152,10 @@ func readUploadBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 
 // handleCDNPut stores a basic-transfer upload.
 func (s *Server) handleCDNPut(w http.ResponseWriter, r *http.Request, oid string) {
-	size := r.URL.Query().Get("size")
-	if !s.checkSig("/upload/"+oid+"?size="+size, r.URL.Query().Get("X-Amz-Signature")) {
-		writeS3Error(w, http.StatusForbidden, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.")
+	if !s.checkPresigned(w, r, "/upload/"+oid) {
 		return
 	}
+	size := r.URL.Query().Get("size")
 	data, ok := readUploadBody(w, r)
 	if !ok {
 		return
@@ -177,8 +175,7 @@ func (s *Server) handleCDNPut(w http.ResponseWriter, r *http.Request, oid string
 
 // handleCDNPart stores one part of a multipart upload and answers its ETag.
 func (s *Server) handleCDNPart(w http.ResponseWriter, r *http.Request, oid, part string) {
-	if !s.checkSig("/upload/"+oid+"/"+part, r.URL.Query().Get("X-Amz-Signature")) {
-		writeS3Error(w, http.StatusForbidden, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.")
+	if !s.checkPresigned(w, r, "/upload/"+oid+"/"+part) {
 		return
 	}
 	n, err := strconv.Atoi(part)
@@ -206,7 +203,7 @@ func (s *Server) handleCDNPart(w http.ResponseWriter, r *http.Request, oid, part
 func (s *Server) handleCompleteMultipart(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	oid := q.Get("oid")
-	if !s.checkSig("/api/complete_multipart/"+oid, q.Get("signature")) {
+	if !hmac.Equal([]byte(s.sign("/api/complete_multipart/"+oid)), []byte(q.Get("signature"))) {
 		writeError(w, http.StatusForbidden, "", "Invalid signature for multipart completion")
 		return
 	}

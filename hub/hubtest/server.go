@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,7 +72,9 @@ type Server struct {
 // Option configures a Server.
 type Option func(*Server)
 
-// WithClock sets the clock used for commit dates and repo timestamps.
+// WithClock sets the clock used for commit dates, repo timestamps and the
+// expiry of presigned CDN URLs (one hour, as X-Amz-Expires says). It is
+// called from the server's goroutines: make it safe for concurrent use.
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
 // WithLFSThreshold sets the size from which every file is stored with LFS.
@@ -252,15 +255,51 @@ func (s *Server) lookupRepo(w http.ResponseWriter, c caller, id string) (*repo, 
 	return r, true
 }
 
-// sign makes the presigned-URL signature of a CDN path.
+// presignTTL is how long presigned CDN URLs stay valid (X-Amz-Expires).
+const presignTTL = time.Hour
+
+// amzDate is the layout of X-Amz-Date.
+const amzDate = "20060102T150405Z"
+
+// sign is the HMAC of a string with the server's secret.
 func (s *Server) sign(p string) string {
 	m := hmac.New(sha256.New, s.secret)
 	m.Write([]byte(p))
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func (s *Server) checkSig(p, sig string) bool {
-	return hmac.Equal([]byte(s.sign(p)), []byte(sig))
+// presign returns base+p with S3-style query parameters: the extra ones in q,
+// a date, a lifetime and a signature over all of them and the path.
+func (s *Server) presign(base, p string, q url.Values) string {
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("X-Amz-Algorithm", "AWS4-HMAC-SHA256")
+	q.Set("X-Amz-Date", s.now().UTC().Format(amzDate))
+	q.Set("X-Amz-Expires", strconv.Itoa(int(presignTTL/time.Second)))
+	q.Del("X-Amz-Signature")
+	q.Set("X-Amz-Signature", s.sign(p+"?"+q.Encode()))
+	return base + p + "?" + q.Encode()
+}
+
+// checkPresigned verifies a presigned request to path p, writing S3's 403
+// when the signature is wrong or the URL has expired (by the server clock).
+func (s *Server) checkPresigned(w http.ResponseWriter, r *http.Request, p string) bool {
+	q := r.URL.Query()
+	sig := q.Get("X-Amz-Signature")
+	q.Del("X-Amz-Signature")
+	if !hmac.Equal([]byte(s.sign(p+"?"+q.Encode())), []byte(sig)) {
+		writeS3Error(w, http.StatusForbidden, "SignatureDoesNotMatch",
+			"The request signature we calculated does not match the signature you provided.")
+		return false
+	}
+	date, err1 := time.Parse(amzDate, q.Get("X-Amz-Date"))
+	secs, err2 := strconv.Atoi(q.Get("X-Amz-Expires"))
+	if err1 != nil || err2 != nil || s.now().After(date.Add(time.Duration(secs)*time.Second)) {
+		writeS3Error(w, http.StatusForbidden, "AccessDenied", "Request has expired")
+		return false
+	}
+	return true
 }
 
 // itoa formats sizes and counters.
