@@ -33,6 +33,9 @@
 // Commit ids are git-like sha1s of tree, parents, author and message, so
 // seeding is reproducible.
 //
+// CDN URLs are presigned (an HMAC over path and query) and expire one hour
+// after they are issued, by the server's clock (WithClock).
+//
 // Tests seed it from Go (CreateRepo, Commit, CreateBranch, AddToken, ...),
 // inspect it (Head, Commits, File, Stat, Requests, ServedBytes) and break it
 // on purpose (Inject a Fault, Corrupt a blob as served).
