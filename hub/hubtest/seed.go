@@ -11,13 +11,12 @@ import (
 
 // Errors returned by the Go-side seeding and inspection methods.
 var (
-	ErrRepoExists     = errors.New("hubtest: repo already exists")
-	ErrRepoNotFound   = errors.New("hubtest: repo not found")
-	ErrRevNotFound    = errors.New("hubtest: revision not found")
-	ErrEntryNotFound  = errors.New("hubtest: entry not found")
-	ErrBranchExists   = errors.New("hubtest: branch already exists")
-	ErrParentMismatch = errors.New("hubtest: branch moved since the parent commit")
-	ErrLFSMissing     = errors.New("hubtest: LFS object not uploaded")
+	ErrRepoExists    = errors.New("hubtest: repo already exists")
+	ErrRepoNotFound  = errors.New("hubtest: repo not found")
+	ErrRevNotFound   = errors.New("hubtest: revision not found")
+	ErrEntryNotFound = errors.New("hubtest: entry not found")
+	ErrBranchExists  = errors.New("hubtest: branch already exists")
+	ErrLFSMissing    = errors.New("hubtest: LFS object not uploaded")
 )
 
 // CommitInfo describes one commit, as Commits returns it.
