@@ -309,4 +309,27 @@ func TestJSDownloadsGoCommits(t *testing.T) {
 		t.Errorf("fileDownloadInfo of a missing path did not return null (EntryNotFound)")
 	}
 	checkCDNNeverSawToken(t, s)
+
+	// A pull request opened by hub.Client, read by the JS client at
+	// refs/pr/1 (escaped in resolve URLs, raw slashes in the commits URL).
+	proposal := []byte(`{"peft_type": "LORA", "r": 8}`)
+	pr, err := c.Upload(context.Background(), repo, hub.CommitOptions{Message: "propose r=8", CreatePR: true,
+		Files: []hub.FileOp{{Path: "adapter_config.json", Content: proposal}}})
+	if err != nil || pr.PullRequestURL == "" {
+		t.Fatalf("hub.Client.Upload with CreatePR: %+v, %v", pr, err)
+	}
+	env["REVISION"], env["OUT_DIR"], env["CACHE_DIR"] = "refs/pr/1", t.TempDir(), t.TempDir()
+	var prRes downloadResult
+	if out, err := runNode(t, node, "download.mjs", env, &prRes, "adapter_config.json"); err != nil {
+		t.Fatalf("download.mjs at refs/pr/1: %v\n%s", err, out)
+	}
+	if got, err := os.ReadFile(filepath.Join(env["OUT_DIR"], "adapter_config.json")); err != nil || !bytes.Equal(got, proposal) {
+		t.Errorf("refs/pr/1 adapter_config.json = %q (%v), want %q", got, err, proposal)
+	}
+	if len(prRes.Commits) != len(commits)+1 || prRes.Commits[0].OID != pr.OID || prRes.Commits[1].OID != head {
+		t.Errorf("listCommits at refs/pr/1: %+v, want %s on top of %s", prRes.Commits, pr.OID, head)
+	}
+	if prRes.Info.SHA != pr.OID {
+		t.Errorf("modelInfo at refs/pr/1: sha %s, want %s", prRes.Info.SHA, pr.OID)
+	}
 }
