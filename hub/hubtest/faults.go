@@ -107,7 +107,11 @@ type Request struct {
 	Fault    bool   // an injected fault fired
 }
 
-// Requests returns a copy of the request log, oldest first.
+// maxLogEntries bounds the request log; past it the older half is dropped.
+const maxLogEntries = 1 << 16
+
+// Requests returns a copy of the request log, oldest first (at most the
+// latest 65536 requests).
 func (s *Server) Requests() []Request {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
@@ -182,6 +186,12 @@ func (s *Server) wrap(host string, route http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Request-Id", "Root=1-hubtest-"+itoa(s.reqSeq.Add(1)))
 		s.logMu.Lock()
+		if len(s.log) >= maxLogEntries {
+			// A long-running demo must not grow without bound: keep the newer
+			// half (in-flight requests then stop updating their entries).
+			s.log = append([]Request(nil), s.log[len(s.log)/2:]...)
+			s.logGen++
+		}
 		s.log = append(s.log, Request{Host: host, Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
 			Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization") != ""})
 		cw := &countingWriter{ResponseWriter: w, s: s, idx: len(s.log) - 1, gen: s.logGen, cutAfter: -1}
