@@ -330,7 +330,12 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, buf []
 	body := io.LimitReader(resp.Body, s.size-have+1)
 	w := io.MultiWriter(f, h)
 	for {
-		k, rerr := body.Read(buf)
+		// Fill the whole buffer before writing: a few large write syscalls
+		// instead of one per network read.
+		k, rerr := io.ReadFull(body, buf)
+		if rerr == io.ErrUnexpectedEOF {
+			rerr = io.EOF
+		}
 		if k > 0 {
 			if have+n+int64(k) > s.size {
 				return n, restart, s.err(ErrIntegrity, "server sent more than the advertised %d bytes", s.size)
