@@ -204,40 +204,49 @@ func (s *Server) wrap(host string, route http.HandlerFunc) http.Handler {
 		})
 		if f := s.takeFault(host, r); f != nil {
 			cw.record(func(rec *Request) { rec.Fault = true })
-			if f.Hold != nil {
-				select {
-				case <-f.Hold:
-				case <-r.Context().Done():
-					return // the client went away while held
-				}
-				if f.Status == 0 && f.CutAfterBytes == 0 {
-					route(cw, r)
-					return
-				}
-			}
-			if f.Status != 0 {
-				if f.RetryAfter != "" {
-					w.Header().Set("Retry-After", f.RetryAfter)
-				}
-				if f.RateLimit != "" {
-					w.Header().Set("RateLimit", f.RateLimit)
-					w.Header().Set("RateLimit-Policy", `"fixed window";"api";q=500;w=300`)
-				}
-				msg := f.Message
-				if msg == "" {
-					msg = http.StatusText(f.Status)
-				}
-				writeError(cw, f.Status, f.ErrorCode, msg)
+			if applyFault(cw, r, f) {
 				return
 			}
-			if f.CutAfterBytes <= 0 {
-				cw.hangUp()
-				return
-			}
-			cw.cutAfter = f.CutAfterBytes
 		}
 		route(cw, r)
 	})
+}
+
+// applyFault carries out f (see Fault) and reports whether it answered the
+// request; false means the request is to be served, perhaps cut mid-body.
+func applyFault(cw *countingWriter, r *http.Request, f *Fault) bool {
+	if f.Hold != nil {
+		select {
+		case <-f.Hold:
+		case <-r.Context().Done():
+			cw.cut = true // the client went away while held: logged with status 0
+			return true
+		}
+		if f.Status == 0 && f.CutAfterBytes == 0 {
+			return false
+		}
+	}
+	switch {
+	case f.Status != 0:
+		if f.RetryAfter != "" {
+			cw.Header().Set("Retry-After", f.RetryAfter)
+		}
+		if f.RateLimit != "" {
+			cw.Header().Set("RateLimit", f.RateLimit)
+			cw.Header().Set("RateLimit-Policy", `"fixed window";"api";q=500;w=300`)
+		}
+		msg := f.Message
+		if msg == "" {
+			msg = http.StatusText(f.Status)
+		}
+		writeError(cw, f.Status, f.ErrorCode, msg)
+		return true
+	case f.CutAfterBytes <= 0:
+		cw.hangUp()
+		return true
+	}
+	cw.cutAfter = f.CutAfterBytes
+	return false
 }
 
 // countingWriter counts body bytes into the request log and the byte
