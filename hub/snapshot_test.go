@@ -253,3 +253,59 @@ func TestDownloadFile(t *testing.T) {
 		t.Errorf("%d GETs for content already cached, want 0", n)
 	}
 }
+
+// TestSameContentTwice: two paths with identical content share one blob,
+// fetched once (the second worker waits on the blob lock, then links).
+func TestSameContentTwice(t *testing.T) {
+	e := newEnv(t, []hubtest.Option{hubtest.WithLFSThreshold(lfsThreshold)}, func(o *Options) { o.Concurrency = 4 })
+	w := randBytes(21, 200<<10)
+	e.seed("dup", map[string][]byte{"a/w.bin": w, "b/w.bin": w, "c.txt": []byte("x"), "d.txt": []byte("x")})
+	dir, err := e.c.Snapshot(context.Background(), "alice/dup", "main", SnapshotOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"a/w.bin", "b/w.bin", "c.txt", "d.txt"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			t.Error(err)
+		}
+	}
+	served := map[string]int{}
+	for _, r := range requestsTo(e.srv.Requests(), "GET", "") {
+		if r.OID != "" {
+			served[r.OID]++
+		}
+	}
+	for oid, n := range served {
+		if n != 1 {
+			t.Errorf("content %s fetched %d times, want once", oid, n)
+		}
+	}
+	if len(served) != 3 { // w.bin, "x", .gitattributes
+		t.Errorf("%d distinct contents fetched, want 3", len(served))
+	}
+}
+
+// TestProgressLog: without a terminal, progress goes to the logger as
+// structured records, ending with a "done" record carrying the byte count.
+func TestProgressLog(t *testing.T) {
+	e := newEnv(t, []hubtest.Option{hubtest.WithLFSThreshold(lfsThreshold)}, func(o *Options) { o.Progress = ProgressLog })
+	files := seedFiles()
+	e.seed("model", files)
+	if _, err := e.c.Snapshot(context.Background(), "alice/model", "main", SnapshotOptions{Include: []string{"*.safetensors"}}); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(len(files["model.safetensors"]) + len(files["sub/dir/adapter.safetensors"]))
+	var done map[string]any
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "download alice/model@main done" {
+			done = rec
+		}
+	}
+	if done == nil {
+		t.Fatalf("no progress record in logs:\n%s", e.logs.String())
+	}
+	if done["bytes"] != float64(want) || done["total"] != float64(want) || done["repo"] != "alice/model" {
+		t.Errorf("done record %v, want bytes = total = %d", done, want)
+	}
+}
