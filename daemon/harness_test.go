@@ -33,8 +33,9 @@ type harness struct {
 	clock   *fakeClock
 	logs    *syncBuffer
 	hook    func(state.JobKey) bool
-	// realHub, when set, replaces the fake Hub (tests against hubtest).
-	realHub Hub
+	// realHub and realConv, when set, replace the fakes.
+	realHub  Hub
+	realConv Converter
 }
 
 // header is the non-track part of every test config. min_free_disk is a
@@ -84,8 +85,12 @@ func (h *harness) daemon(dryRun bool) *Daemon {
 	if h.realHub != nil {
 		hub = h.realHub
 	}
+	var conv Converter = h.conv
+	if h.realConv != nil {
+		conv = h.realConv
+	}
 	d, err := New(Options{
-		Config: h.config(), ConfigPath: h.cfgPath, Hub: hub, Converter: h.conv,
+		Config: h.config(), ConfigPath: h.cfgPath, Hub: hub, Converter: conv,
 		Logger:   slog.New(slog.NewTextHandler(io.MultiWriter(h.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registry: prometheus.NewRegistry(), Clock: h.clock, Rand: func() float64 { return 0.5 }, DryRun: dryRun,
 	})

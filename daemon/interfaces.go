@@ -68,7 +68,8 @@ type Pushed struct {
 // Converter migrates one adapter from its old base to a new one.
 type Converter interface {
 	// Convert writes the migrated PEFT adapter into req.OutDir (which does
-	// not exist yet). Analysis of the base pair is cached by the converter
+	// not exist yet). It may write its own README.md (kept as the model
+	// card) and lorasync.json (embedded under "convert" in the daemon's). Analysis of the base pair is cached by the converter
 	// under req.CacheDir and shared by every adapter of the pair; the daemon
 	// runs at most one Convert per pair at a time so the cache is computed
 	// once. Bad input (a malformed adapter, an unsupported architecture)
@@ -85,11 +86,17 @@ type ConvertRequest struct {
 	OldBaseDir string
 	NewBaseDir string
 	OutDir     string
-	CacheDir   string
+	// CacheDir is where the converter keeps its pair analyses.
+	CacheDir string
 	// NewBaseRepo and NewBaseCommit go into the output's
 	// base_model_name_or_path and revision.
 	NewBaseRepo   string
 	NewBaseCommit string
+	// Where the other inputs came from, for the converter's provenance.
+	OldBaseRepo   string
+	OldBaseCommit string
+	AdapterID     string
+	AdapterCommit string
 	Options       config.ConvertConfig
 }
 

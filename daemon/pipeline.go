@@ -82,8 +82,10 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	out := filepath.Join(work, "out")
 	req := ConvertRequest{
 		AdapterDir: adapterDir, OldBaseDir: oldDir, NewBaseDir: newDir, OutDir: out,
-		CacheDir:    filepath.Join(cfg.CacheDir, "pairs"),
+		CacheDir:    filepath.Join(cfg.CacheDir, "convert"),
 		NewBaseRepo: job.Key.BaseRepo, NewBaseCommit: job.Key.BaseCommit,
+		OldBaseRepo: job.OldBaseRepo, OldBaseCommit: job.OldBaseCommit,
+		AdapterID: ad.ID, AdapterCommit: job.AdapterCommit,
 		Options: tr.Convert,
 	}
 	unlock, err := d.pairs.lock(ctx, job.OldBaseRepo+"@"+job.OldBaseCommit+" -> "+job.Key.BaseRepo+"@"+job.Key.BaseCommit)

@@ -53,6 +53,8 @@ type Provenance struct {
 	Summary string               `json:"summary,omitempty"`
 	Metrics map[string]float64   `json:"metrics,omitempty"`
 	Created time.Time            `json:"created"`
+	// Convert is the converter's own record (its lorasync.json), verbatim.
+	Convert json.RawMessage `json:"convert,omitempty"`
 }
 
 func newProvenance(job state.Job, ad Adapter, opts config.ConvertConfig, res ConvertResult, now time.Time) Provenance {
@@ -200,13 +202,23 @@ func provenanceAt(ctx context.Context, hub Hub, repo, rev string, job state.Job)
 }
 
 // writeProvenance writes lorasync.json into dir, and a model card
-// (README.md) unless the converter already wrote one.
+// (README.md) unless the converter already wrote one. A lorasync.json the
+// converter wrote is kept inside the daemon's, under "convert".
 func writeProvenance(dir string, p Provenance) error {
+	pf := filepath.Join(dir, ProvenanceFile)
+	if prev, err := os.ReadFile(pf); err == nil {
+		if !json.Valid(prev) {
+			return fmt.Errorf("provenance: the converter's %s is not JSON", pf)
+		}
+		p.Convert = json.RawMessage(bytes.TrimSpace(prev))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("provenance: %w", err)
+	}
 	data, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		return fmt.Errorf("provenance: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, ProvenanceFile), append(data, '\n')); err != nil {
+	if err := writeFileAtomic(pf, append(data, '\n')); err != nil {
 		return err
 	}
 	card := filepath.Join(dir, "README.md")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,13 +20,28 @@ import (
 	"github.com/lorasync/lorasync/daemon"
 	"github.com/lorasync/lorasync/daemon/config"
 	"github.com/lorasync/lorasync/daemon/state"
+	"github.com/lorasync/lorasync/hub"
 )
 
-// newBackends builds the Hub and the converter the daemon drives. The Hub
-// client and convert.Convert are wired in here, behind the daemon's
-// interfaces (daemon.Hub, daemon.Converter).
+// newBackends builds the Hub client and the converter the daemon drives,
+// behind its interfaces (daemon.Hub, daemon.Converter). Downloads go to the
+// hub cache layout under cache_dir/hub. Tests may replace it.
 var newBackends = func(ctx context.Context, cfg *config.Config, token string, log *slog.Logger) (daemon.Hub, daemon.Converter, error) {
-	return nil, nil, errors.New("hub and convert are not wired into the daemon yet (cmd/lorasync: newBackends)")
+	progress := hub.ProgressAuto // a bar on a terminal, periodic log records otherwise
+	if daemon.UnderSystemd(os.Getenv) {
+		progress = hub.ProgressLog
+	}
+	c, err := hub.New(hub.Options{
+		Endpoint: cfg.Hub.Endpoint,
+		Token:    token,
+		CacheDir: filepath.Join(cfg.CacheDir, "hub"),
+		Logger:   log,
+		Progress: progress,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return daemon.NewHubClient(c), daemon.LoRASuite{Logger: log}, nil
 }
 
 var daemonCmd = &cobra.Command{

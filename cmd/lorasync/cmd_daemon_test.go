@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lorasync/lorasync/daemon/state"
+	"github.com/lorasync/lorasync/hub/hubtest"
 )
 
 // runDaemonCLI executes the command tree and returns stdout. Cobra keeps
@@ -85,5 +86,64 @@ func TestStatusCommand(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(empty, state.FileName)); !os.IsNotExist(err) {
 		t.Error("status created a database")
+	}
+}
+
+// `run` drives the real Hub client: against hubtest, a dry run reports the
+// baseline and plans nothing, and writes no state; a real run records it.
+func TestRunCommandAgainstHubtest(t *testing.T) {
+	srv := hubtest.NewTB(t)
+	srv.AddToken("hf_cmdrun", "acme", "org")
+	if err := srv.CreateRepo("org/base", false); err != nil {
+		t.Fatal(err)
+	}
+	c0, err := srv.Commit("org/base", "main", map[string][]byte{"config.json": []byte(`{}`)}, "seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte(`
+hub: {endpoint: "`+srv.URL+`"}
+state_dir: state
+cache_dir: cache
+listen: ""
+log: {format: json, level: warn}
+tracks:
+  - name: t
+    base: {repo: org/base}
+    follow: {commits: true}
+    adapters: [{repo: acme/math}]
+    target: {repo_template: "{adapter}-{base_name}"}
+`), 0o644)
+	t.Setenv("HF_TOKEN", "hf_cmdrun")
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+
+	out, err := runDaemonCLI(t, "run", "--config", cfg, "--dry-run", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		DryRun bool `json:"dry_run"`
+		Tracks []struct {
+			Baseline string `json:"baseline"`
+		} `json:"tracks"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.DryRun || len(rep.Tracks) != 1 || rep.Tracks[0].Baseline != c0 {
+		t.Fatalf("dry run report: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); !os.IsNotExist(err) {
+		t.Fatal("a dry run created state")
+	}
+	out, err = runDaemonCLI(t, "run", "--config", cfg, "--dry-run=false", "--json=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "track t: baseline "+c0[:12]) {
+		t.Errorf("run output:\n%s", out)
+	}
+	out, err = runDaemonCLI(t, "status", "--config", cfg, "--state-dir", "", "--json=false")
+	if err != nil || !strings.Contains(out, "baseline "+c0[:12]) {
+		t.Errorf("status after run: %v\n%s", err, out)
 	}
 }

@@ -123,18 +123,23 @@ type Target struct {
 	Private bool `mapstructure:"private"`
 }
 
-// ConvertConfig is passed through to the converter (LoRASuite options).
+// ConvertConfig is passed through to the converter (LoRASuite options; see
+// docs/lorasuite-method.md). Defaults match package convert's.
 type ConvertConfig struct {
-	// LayerMap is "cka" (default), "linear" or "explicit".
+	// LayerMap is "linear" (default, evenly spaced), "explicit" (Layers),
+	// "similarity" (SimilarityFile) or "cka" (from activations).
 	LayerMap string `mapstructure:"layer_map"`
 	// Layers is the explicit map for LayerMap "explicit": for each layer of
 	// the shallower model, the layer of the deeper one (strictly increasing).
 	Layers []int `mapstructure:"layers"`
-	// Transfer chooses W_x: "auto" (default), "lstsq" or "identity".
+	// SimilarityFile is a JSON array of L_old rows of L_new similarities,
+	// for LayerMap "similarity".
+	SimilarityFile string `mapstructure:"similarity_file"`
+	// Transfer chooses W_x: "lstsq" (default) or "identity".
 	Transfer string `mapstructure:"transfer"`
 	// HeadTransfer is "lstsq" (default) or "gram" (the paper's formula).
 	HeadTransfer string `mapstructure:"head_transfer"`
-	// InputMap is "pinv" (default) or "wx" (the paper's formula).
+	// InputMap is "wx" (default, the paper's) or "pinv".
 	InputMap string `mapstructure:"input_map"`
 }
 
@@ -169,16 +174,16 @@ func (c *Config) trackDefaults() {
 		}
 		cv := &t.Convert
 		if cv.LayerMap == "" {
-			cv.LayerMap = "cka"
+			cv.LayerMap = "linear"
 		}
 		if cv.Transfer == "" {
-			cv.Transfer = "auto"
+			cv.Transfer = "lstsq"
 		}
 		if cv.HeadTransfer == "" {
 			cv.HeadTransfer = "lstsq"
 		}
 		if cv.InputMap == "" {
-			cv.InputMap = "pinv"
+			cv.InputMap = "wx"
 		}
 	}
 }
@@ -264,6 +269,7 @@ func (c *Config) resolvePaths(baseDir string) {
 		for j := range t.DropinDirs {
 			t.DropinDirs[j] = abs(t.DropinDirs[j])
 		}
+		t.Convert.SimilarityFile = abs(t.Convert.SimilarityFile)
 	}
 }
 

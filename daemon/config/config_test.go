@@ -49,14 +49,14 @@ func TestLoadGood(t *testing.T) {
 	if q.Follow.Discover == nil || q.Follow.Discover.Pattern != `^Qwen3\.5-` {
 		t.Errorf("discover = %+v", q.Follow.Discover)
 	}
-	if !reflect.DeepEqual(q.Convert, ConvertConfig{LayerMap: "linear", Transfer: "auto", HeadTransfer: "gram", InputMap: "pinv"}) {
+	if !reflect.DeepEqual(q.Convert, ConvertConfig{LayerMap: "linear", Transfer: "lstsq", HeadTransfer: "gram", InputMap: "wx"}) {
 		t.Errorf("convert = %+v", q.Convert)
 	}
 	if !q.Target.Private || q.Target.Owner != "acme-migrated" {
 		t.Errorf("target = %+v", q.Target)
 	}
 	// Defaults survive for keys the file does not set.
-	if c.Tracks[1].Convert.LayerMap != "cka" || c.Log.Level != "info" {
+	if c.Tracks[1].Convert.LayerMap != "linear" || c.Tracks[1].Convert.InputMap != "wx" || c.Log.Level != "info" {
 		t.Errorf("defaults lost: %+v %+v", c.Tracks[1].Convert, c.Log)
 	}
 }
@@ -90,6 +90,7 @@ func TestBadConfigs(t *testing.T) {
 		"dup-track":            "tracks[1].name: duplicate track name",
 		"bad-enum":             `tracks[0].convert.head_transfer: must be one of lstsq, gram, got "magic"`,
 		"explicit-no-layers":   "tracks[0].convert.layers",
+		"similarity-no-file":   "tracks[0].convert.similarity_file",
 		"no-tracks":            "tracks: at least one track",
 		"concurrency-zero":     "concurrency: must be between 1 and 64",
 		"backoff-inverted":     "retry.backoff_max",

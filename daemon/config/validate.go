@@ -209,10 +209,13 @@ func (tg *Target) validate(fe *fieldErrors, p string, local bool) {
 }
 
 func (cv *ConvertConfig) validate(fe *fieldErrors, p string) {
-	oneOf(fe, p+".layer_map", cv.LayerMap, "cka", "linear", "explicit")
-	oneOf(fe, p+".transfer", cv.Transfer, "auto", "lstsq", "identity")
+	oneOf(fe, p+".layer_map", cv.LayerMap, "linear", "explicit", "similarity", "cka")
+	oneOf(fe, p+".transfer", cv.Transfer, "lstsq", "identity")
 	oneOf(fe, p+".head_transfer", cv.HeadTransfer, "lstsq", "gram")
-	oneOf(fe, p+".input_map", cv.InputMap, "pinv", "wx")
+	oneOf(fe, p+".input_map", cv.InputMap, "wx", "pinv")
+	if (cv.LayerMap == "similarity") != (cv.SimilarityFile != "") {
+		fe.add(p+".similarity_file", "set exactly when layer_map is similarity")
+	}
 	if cv.LayerMap == "explicit" && len(cv.Layers) == 0 {
 		fe.add(p+".layers", "layer_map explicit needs a layers list")
 	}

@@ -1,0 +1,128 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/lorasync/lorasync/convert"
+	"github.com/lorasync/lorasync/convert/arch"
+	"github.com/lorasync/lorasync/convert/lorasuite"
+	"github.com/lorasync/lorasync/convert/peft"
+	"github.com/lorasync/lorasync/daemon/config"
+)
+
+// LoRASuite is the Converter backed by convert.Convert.
+type LoRASuite struct {
+	Logger *slog.Logger
+}
+
+// convertOptions maps the daemon's request onto convert.Options.
+func convertOptions(req ConvertRequest, log *slog.Logger) convert.Options {
+	return convert.Options{
+		OldBase: req.OldBaseDir, NewBase: req.NewBaseDir, Adapter: req.AdapterDir, Out: req.OutDir,
+		NewBaseName: req.NewBaseRepo, NewBaseRevision: req.NewBaseCommit,
+		LayerMap:     layerMapArg(req.Options),
+		Transfer:     req.Options.Transfer,
+		HeadTransfer: lorasuite.HeadTransfer(req.Options.HeadTransfer),
+		InputMap:     lorasuite.InputMap(req.Options.InputMap),
+		CacheDir:     req.CacheDir,
+		Inputs: map[string]string{
+			"old_base": req.OldBaseRepo + "@" + req.OldBaseCommit,
+			"new_base": req.NewBaseRepo + "@" + req.NewBaseCommit,
+			"adapter":  req.AdapterID + "@" + req.AdapterCommit,
+		},
+		Logger: log,
+	}
+}
+
+// layerMapArg renders the config's layer map in convert's syntax:
+// "linear", "explicit:J0,J1,...", "similarity:FILE" or "cka".
+func layerMapArg(c config.ConvertConfig) string {
+	switch c.LayerMap {
+	case "explicit":
+		parts := make([]string, len(c.Layers))
+		for i, l := range c.Layers {
+			parts[i] = strconv.Itoa(l)
+		}
+		return "explicit:" + strings.Join(parts, ",")
+	case "similarity":
+		return "similarity:" + c.SimilarityFile
+	}
+	return c.LayerMap
+}
+
+// Convert implements Converter. convert.Convert fails only on its inputs
+// (a malformed or misfitting adapter, an unsupported architecture, an
+// unavailable option) or on local I/O; none of these change by retrying,
+// so every error but cancellation is permanent.
+func (l LoRASuite) Convert(ctx context.Context, req ConvertRequest) (ConvertResult, error) {
+	log := l.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	res, err := convert.Convert(ctx, convertOptions(req, log))
+	if err != nil {
+		if ctx.Err() != nil {
+			return ConvertResult{}, err
+		}
+		return ConvertResult{}, Permanent(err)
+	}
+	p := res.Provenance
+	summary := fmt.Sprintf("%d modules migrated, %d dropped; transfer residual %s; layer map %s",
+		p.Modules.Migrated, len(p.Modules.Dropped), fmtResidual(float64(p.Transfer.Residual)), p.Options.LayerMap)
+	if p.Lineage.Warning != "" {
+		summary += "; WARNING: " + p.Lineage.Warning
+	}
+	metrics := map[string]float64{
+		"modules_migrated":      float64(p.Modules.Migrated),
+		"modules_dropped":       float64(len(p.Modules.Dropped)),
+		"lineage_mean_residual": p.Lineage.MeanResidual,
+		"lineage_max_gain":      p.Lineage.MaxGain,
+		"shared_tokens":         float64(p.Vocabulary.SharedTokens),
+		"total_seconds":         p.Timings.TotalSeconds,
+	}
+	if r := float64(p.Transfer.Residual); !math.IsNaN(r) {
+		metrics["transfer_relative_residual"] = r
+	}
+	return ConvertResult{Summary: summary, Metrics: metrics}, nil
+}
+
+func fmtResidual(r float64) string {
+	if math.IsNaN(r) {
+		return "n/a"
+	}
+	return strconv.FormatFloat(r, 'g', 3, 64)
+}
+
+// Verify implements Converter: the adapter in dir loads, fits the base in
+// baseDir, and every factor value is finite.
+func (LoRASuite) Verify(ctx context.Context, dir, baseDir string) error {
+	cfg, err := arch.Load(baseDir)
+	if err != nil {
+		return fmt.Errorf("base %s: %w", baseDir, err)
+	}
+	ad, err := peft.Load(dir)
+	if err != nil {
+		return err
+	}
+	if len(ad.Modules) == 0 {
+		return fmt.Errorf("adapter %s has no modules", dir)
+	}
+	if err := ad.Check(cfg); err != nil {
+		return fmt.Errorf("adapter %s does not fit %s: %w", dir, baseDir, err)
+	}
+	for _, m := range ad.Modules {
+		for name, v := range map[string][]float32{"lora_A": m.A, "lora_B": m.B} {
+			for i, x := range v {
+				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+					return fmt.Errorf("adapter %s: module %s %s[%d] = %v", dir, m.Key, name, i, x)
+				}
+			}
+		}
+	}
+	return nil
+}
