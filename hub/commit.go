@@ -63,14 +63,12 @@ func (c *Client) Upload(ctx context.Context, repo string, opts CommitOptions) (*
 	}
 
 	files := make([]*upFile, 0, len(opts.Files))
-	var total int64
 	for _, op := range opts.Files {
 		f, err := prepare(op)
 		if err != nil {
 			return nil, bad(op.Path, "cannot read the file", err)
 		}
 		files = append(files, f)
-		total += f.size
 	}
 	for _, f := range files {
 		if f.Path == "README.md" {
@@ -121,7 +119,11 @@ func (c *Client) Upload(ctx context.Context, repo string, opts CommitOptions) (*
 		return res, nil
 	}
 
-	prog := c.startProgress(ctx, "upload "+repo, total, "repo", repo, "branch", branch)
+	var lfsBytes int64
+	for _, f := range lfs {
+		lfsBytes += f.size
+	}
+	prog := c.startProgress(ctx, "upload "+repo, lfsBytes, "repo", repo, "branch", branch)
 	err := c.uploadLFS(ctx, repo, branch, lfs, prog)
 	prog.finish(ctx, "upload", err == nil)
 	if err != nil {
@@ -223,7 +225,7 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 			if ctx.Err() != nil {
 				return "", "", "", ctx.Err()
 			}
-			if !errors.As(err, &lost) {
+			if !errors.As(err, &lost) || !lost.Retryable() {
 				return "", "", "", err
 			}
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
