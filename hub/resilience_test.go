@@ -273,3 +273,30 @@ func TestTokenNeverLeaks(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelMidDownload: cancelling the context while a file is in flight
+// returns context.Canceled (neither retryable nor permanent), leaves no
+// blob, and releases the blob lock so a later call completes.
+func TestCancelMidDownload(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	_, content, oid := seedBig(t, e)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	never := make(chan struct{})
+	e.srv.Inject(hubtest.Fault{Host: "cdn", Method: http.MethodGet, Times: 1, Hold: never,
+		Match: func(*http.Request) bool { cancel(); return true }})
+	_, err := e.c.Snapshot(ctx, "alice/big", "main", SnapshotOptions{})
+	if !errors.Is(err, context.Canceled) || IsRetryable(err) || IsPermanent(err) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.cache, "models--alice--big", "blobs", oid)); !os.IsNotExist(err) {
+		t.Errorf("blob exists after cancellation (%v)", err)
+	}
+	dir, err := e.c.Snapshot(context.Background(), "alice/big", "main", SnapshotOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "weights.bin")); string(got) != string(content) {
+		t.Error("content differs after cancel and retry")
+	}
+}
