@@ -58,6 +58,82 @@ func (pa *PairAnalysis) layerFor(old int) *LayerAnalysis {
 	return nil
 }
 
+// Validate checks that pa is internally consistent: dimensions, the transfer
+// matrix's shape, the layer map, and every per-layer record's lengths and
+// block shapes. Project and ProjectMLP call it, so that a corrupt or stale
+// cached analysis gives an error instead of a panic. Cost O(layers x heads).
+func (pa *PairAnalysis) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("lorasuite: invalid pair analysis: "+format, args...)
+	}
+	if err := pa.Old.Validate(); err != nil {
+		return bad("old model: %w", err)
+	}
+	if err := pa.New.Validate(); err != nil {
+		return bad("new model: %w", err)
+	}
+	tr := pa.Transfer
+	switch {
+	case tr == nil:
+		return bad("no transfer matrix")
+	case tr.DOld != pa.Old.Hidden || tr.DNew != pa.New.Hidden:
+		return bad("transfer matrix is %d x %d, hidden sizes %d -> %d", tr.DOld, tr.DNew, pa.Old.Hidden, pa.New.Hidden)
+	case tr.Identity && tr.DOld != tr.DNew:
+		return bad("identity transfer between hidden sizes %d and %d", tr.DOld, tr.DNew)
+	case !tr.Identity && tr.W == nil:
+		return bad("transfer matrix missing")
+	}
+	if !tr.Identity {
+		if r, c := tr.W.Dims(); r != tr.DOld || c != tr.DNew {
+			return bad("transfer matrix W is %d x %d, want %d x %d", r, c, tr.DOld, tr.DNew)
+		}
+	}
+	if err := validateLayerMap(pa.LayerMap, pa.Old.Layers, pa.New.Layers); err != nil {
+		return bad("%w", err)
+	}
+	if len(pa.Layers) != len(pa.LayerMap) {
+		return bad("%d layer records for %d layer pairs", len(pa.Layers), len(pa.LayerMap))
+	}
+	ho, hn, hOld, hNew := pa.Old.HeadDim, pa.New.HeadDim, pa.Old.Heads, pa.New.Heads
+	for i := range pa.Layers {
+		la := &pa.Layers[i]
+		if la.Old != pa.LayerMap[i].Old || la.New != pa.LayerMap[i].New {
+			return bad("layer record %d is %d -> %d, layer map says %d -> %d", i, la.Old, la.New, pa.LayerMap[i].Old, pa.LayerMap[i].New)
+		}
+		if len(la.HeadMap) != hNew {
+			return bad("layer %d: head map has %d entries, want %d", la.Old, len(la.HeadMap), hNew)
+		}
+		for _, r := range []struct {
+			name       string
+			rb         *RoleBlocks
+			srcs       int
+			rows, cols int
+		}{
+			{"q_proj", &la.Q, hOld, hn, ho},
+			{"k_proj", &la.K, pa.Old.KVHeads, hn, ho},
+			{"v_proj", &la.V, pa.Old.KVHeads, hn, ho},
+			{"o_proj", &la.O, hOld, ho, hn},
+		} {
+			rb := r.rb
+			if len(rb.Src) != hNew || len(rb.T) != hNew || len(rb.Residual) != hNew || len(rb.Gain) != hNew {
+				return bad("layer %d %s: per-head records are not all of length %d", la.Old, r.name, hNew)
+			}
+			for b, src := range rb.Src {
+				t := rb.T[b]
+				switch {
+				case src < -1 || src >= r.srcs:
+					return bad("layer %d %s head %d: source %d out of range", la.Old, r.name, b, src)
+				case src == -1 && !t.Empty():
+					return bad("layer %d %s head %d: block without a source", la.Old, r.name, b)
+				case src >= 0 && (t.Rows != r.rows || t.Cols != r.cols || len(t.Data) != r.rows*r.cols):
+					return bad("layer %d %s head %d: block is %d x %d with %d values, want %d x %d", la.Old, r.name, b, t.Rows, t.Cols, len(t.Data), r.rows, r.cols)
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // Analyze computes the pair analysis: for each pair of layerMap it reads the
 // old layer from oldSrc and the new one from newSrc (in increasing order, one
 // of each held at a time), forms the factored products M_Q, M_K, M_V, M_O

@@ -40,6 +40,9 @@ func ProjectMLP(ctx context.Context, pa *PairAnalysis, m Module, oldW []float32,
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := pa.Validate(); err != nil {
+		return nil, err
+	}
 	la := pa.layerFor(m.Layer)
 	if la == nil {
 		return nil, nil

@@ -110,6 +110,9 @@ func Project(ctx context.Context, pa *PairAnalysis, mods []Module, opts ProjectO
 	if im != InputWx && im != InputPinv {
 		return nil, fmt.Errorf("lorasuite: unknown input map %q (want %q or %q)", im, InputWx, InputPinv)
 	}
+	if err := pa.Validate(); err != nil {
+		return nil, err
+	}
 	out := &Projection{}
 	type job struct {
 		m      Module

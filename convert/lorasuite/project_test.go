@@ -66,8 +66,8 @@ func TestProjectMLPPlanted(t *testing.T) {
 	pa := &PairAnalysis{
 		Old: Dims{Hidden: do, Layers: 2, Heads: 1, KVHeads: 1, HeadDim: 2}, New: Dims{Hidden: dn, Layers: 2, Heads: 1, KVHeads: 1, HeadDim: 2},
 		Transfer: NewTransfer(p), LayerMap: []LayerPair{{1, 0}},
-		Layers: []LayerAnalysis{{Old: 1, New: 0}},
 	}
+	pa.Layers = []LayerAnalysis{unmatchedLayer(pa, 1, 0)}
 	for _, role := range []Role{RoleUp, RoleGate, RoleDown} {
 		for _, im := range []InputMap{InputWx, InputPinv} {
 			var wo, wn, bo, ao *mat.Dense
@@ -134,12 +134,53 @@ func TestProjectErrorsAndSkips(t *testing.T) {
 		t.Error("unknown input map: want an error")
 	}
 	// A layer outside the map is skipped and reported, the rest migrate.
-	pa.Layers = pa.Layers[:1]
+	pa.Layers, pa.LayerMap = pa.Layers[:1], pa.LayerMap[:1]
 	res, err := Project(ctx, pa, []Module{q, randModule(rng, pl.od, 1, RoleO, 2)}, ProjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Modules) != 1 || len(res.Skipped) != 1 || res.Skipped[0].Layer != 1 || res.Skipped[0].Role != RoleO {
 		t.Fatalf("projection %+v, want one module and o_proj of layer 1 skipped", res)
+	}
+}
+
+// unmatchedLayer returns a valid layer record in which no head is matched.
+func unmatchedLayer(pa *PairAnalysis, old, new int) LayerAnalysis {
+	hn := pa.New.Heads
+	neg := func() []int {
+		x := make([]int, hn)
+		for i := range x {
+			x[i] = -1
+		}
+		return x
+	}
+	rb := func() RoleBlocks {
+		return RoleBlocks{Src: neg(), T: make([]Block, hn), Residual: make([]float64, hn), Gain: make([]float64, hn)}
+	}
+	return LayerAnalysis{Old: old, New: new, HeadMap: neg(), Q: rb(), K: rb(), V: rb(), O: rb()}
+}
+
+// A corrupt (e.g. stale cached) analysis is an error, never a panic.
+func TestProjectRejectsCorruptAnalysis(t *testing.T) {
+	pl := buildPlanted(t, 10, plantedOld, plantedNew, false, false)
+	rng := rand.New(rand.NewPCG(10, 10))
+	mods := []Module{randModule(rng, pl.od, 0, RoleQ, 2)}
+	for _, tc := range []struct {
+		name    string
+		corrupt func(pa *PairAnalysis)
+		msg     string
+	}{
+		{"short block", func(pa *PairAnalysis) { pa.Layers[0].Q.T[1].Data = pa.Layers[0].Q.T[1].Data[:3] }, "q_proj head 1: block is"},
+		{"source range", func(pa *PairAnalysis) { pa.Layers[1].K.Src[0] = 9 }, "k_proj head 0: source 9 out of range"},
+		{"head map", func(pa *PairAnalysis) { pa.Layers[0].HeadMap = nil }, "head map has 0 entries"},
+		{"transfer", func(pa *PairAnalysis) { pa.Transfer = IdentityTransfer(3) }, "transfer matrix is 3 x 3"},
+		{"layer order", func(pa *PairAnalysis) { pa.Layers[0].New = 1 }, "layer record 0 is 0 -> 1"},
+	} {
+		pa := pl.analyze(t, HeadLstsq)
+		tc.corrupt(pa)
+		_, err := Project(context.Background(), pa, mods, ProjectOptions{})
+		if err == nil || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: err = %v, want one containing %q", tc.name, err, tc.msg)
+		}
 	}
 }
