@@ -103,6 +103,17 @@ func (pa *PairAnalysis) Validate() error {
 		if len(la.HeadMap) != hNew {
 			return bad("layer %d: head map has %d entries, want %d", la.Old, len(la.HeadMap), hNew)
 		}
+		if la.Similarity == nil {
+			return bad("layer %d: no head similarity matrix", la.Old)
+		}
+		if r, c := la.Similarity.Dims(); r != hOld || c != hNew {
+			return bad("layer %d: head similarity is %d x %d, want %d x %d", la.Old, r, c, hOld, hNew)
+		}
+		for b, a := range la.HeadMap {
+			if a < -1 || a >= hOld {
+				return bad("layer %d: head map entry %d = %d out of range", la.Old, b, a)
+			}
+		}
 		for _, r := range []struct {
 			name       string
 			rb         *RoleBlocks

@@ -157,7 +157,8 @@ func unmatchedLayer(pa *PairAnalysis, old, new int) LayerAnalysis {
 	rb := func() RoleBlocks {
 		return RoleBlocks{Src: neg(), T: make([]Block, hn), Residual: make([]float64, hn), Gain: make([]float64, hn)}
 	}
-	return LayerAnalysis{Old: old, New: new, HeadMap: neg(), Q: rb(), K: rb(), V: rb(), O: rb()}
+	return LayerAnalysis{Old: old, New: new, HeadMap: neg(), Similarity: mat.NewDense(pa.Old.Heads, hn, nil),
+		Q: rb(), K: rb(), V: rb(), O: rb()}
 }
 
 // A corrupt (e.g. stale cached) analysis is an error, never a panic.
