@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"gonum.org/v1/gonum/mat"
+
 	"github.com/lorasync/lorasync/convert/linalg"
 )
 
@@ -91,9 +93,10 @@ func syntheticAnalysis(rng *rand.Rand, od, nd Dims, layers int) *PairAnalysis {
 	pa := &PairAnalysis{Old: od, New: nd, Transfer: NewTransfer(randMat(rng, od.Hidden, nd.Hidden)), HeadTransfer: HeadLstsq}
 	for l := 0; l < layers; l++ {
 		pa.LayerMap = append(pa.LayerMap, LayerPair{l, l})
-		la := LayerAnalysis{Old: l, New: l, HeadMap: make([]int, nd.Heads)}
+		la := LayerAnalysis{Old: l, New: l, HeadMap: make([]int, nd.Heads), Similarity: mat.NewDense(od.Heads, nd.Heads, nil)}
 		mk := func(kv bool, rows, cols int) RoleBlocks {
-			rb := RoleBlocks{Src: make([]int, nd.Heads), T: make([]Block, nd.Heads)}
+			rb := RoleBlocks{Src: make([]int, nd.Heads), T: make([]Block, nd.Heads),
+				Residual: make([]float64, nd.Heads), Gain: make([]float64, nd.Heads)}
 			for b := range rb.Src {
 				rb.Src[b] = b % od.Heads
 				if kv {
