@@ -268,7 +268,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.applyTracks(cfg); err != nil {
 		return err
 	}
-	go d.dispatchLoop(jobsCtx)
+	dispatchDone := make(chan struct{})
+	go func() {
+		defer close(dispatchDone)
+		d.dispatchLoop(jobsCtx)
+	}()
+	// However Run ends: loops stopped, no job starts any more, running jobs
+	// interrupted (they record themselves as pending) and waited for.
+	defer func() {
+		d.stopLoops()
+		cancelJobs()
+		<-dispatchDone
+		d.workers.Wait()
+	}()
 
 	fw, err := d.newFileWatcher()
 	if err != nil {
@@ -297,11 +309,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			d.ready.Store(false)
 			d.notify.stopping()
-			d.log.Info("stopping: waiting for track loops and in-flight jobs")
-			d.stopLoops()
-			cancelJobs()
-			d.workers.Wait()
-			d.log.Info("stopped")
+			d.log.Info("stopping: interrupting in-flight jobs; they resume at the next start")
 			return nil
 		case <-hup:
 			d.log.Info("SIGHUP: reloading config")

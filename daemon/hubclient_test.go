@@ -65,18 +65,8 @@ func TestHubClientAgainstHubtest(t *testing.T) {
 			if j.PullRequest != "" {
 				rev = j.PullRequest
 			}
-			commits, err := srv.Commits(j.OutputRepo, rev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pushes := 0
-			for _, c := range commits {
-				if strings.HasPrefix(c.Title, "lorasync:") {
-					pushes++
-				}
-			}
-			if pushes != 1 {
-				t.Errorf("%d lorasync commits on %s@%s, want 1", pushes, j.OutputRepo, rev)
+			if n := lorasyncCommits(t, srv, j.OutputRepo, rev); n != 1 {
+				t.Errorf("%d lorasync commits on %s@%s, want 1", n, j.OutputRepo, rev)
 			}
 			prov, err := srv.File(j.OutputRepo, rev, ProvenanceFile)
 			if err != nil {
