@@ -309,3 +309,20 @@ func TestProgressLog(t *testing.T) {
 		t.Errorf("done record %v, want bytes = total = %d", done, want)
 	}
 }
+
+// TestProgressBar: a forced bar renders to ProgressOutput with the
+// operation's description (on a terminal ProgressAuto picks it).
+func TestProgressBar(t *testing.T) {
+	var out syncBuffer
+	e := newEnv(t, nil, func(o *Options) { o.Progress, o.ProgressOutput = ProgressBar, &out })
+	e.seed("model", map[string][]byte{"a.txt": []byte("hello")})
+	if _, err := e.c.Snapshot(context.Background(), "alice/model", "main", SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "download alice/model@main") || !strings.Contains(out.String(), "100%") {
+		t.Errorf("bar output %q", out.String())
+	}
+	if isTerminal(&out) {
+		t.Error("a buffer is not a terminal")
+	}
+}
