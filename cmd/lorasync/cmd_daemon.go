@@ -118,13 +118,9 @@ var statusCmd = &cobra.Command{
 	Short: "Show tracks and jobs from the state database (works while the daemon runs)",
 	Args:  cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, _ []string) error {
-		dir, _ := cmd.Flags().GetString("state-dir")
-		if dir == "" {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return fmt.Errorf("status: give --state-dir or a loadable --config: %w", err)
-			}
-			dir = cfg.StateDir
+		dir, err := stateDir(cmd)
+		if err != nil {
+			return err
 		}
 		s, err := state.OpenReadOnly(dir, state.Options{})
 		if err != nil {
@@ -144,14 +140,71 @@ var statusCmd = &cobra.Command{
 	},
 }
 
+var retryCmd = &cobra.Command{
+	Use:   "retry (--config FILE | --state-dir DIR) (--all | MATCH...)",
+	Short: "Put parked and failed jobs back to pending with a fresh attempt budget",
+	Long: `retry requeues parked and failed jobs whose description ("track: adapter ->
+repo@commit", as shown by status) contains one of the MATCH strings, or all of
+them with --all: use it after fixing what made them fail (a token, a broken
+adapter). It is safe while the daemon runs; the daemon starts them at its next
+poll, or at once after "systemctl reload lorasync".`,
+	RunE: func(cmd *cobra.Command, args []string) error {
+		all, _ := cmd.Flags().GetBool("all")
+		if all == (len(args) > 0) {
+			return errors.New("retry: give --all or MATCH strings, not both")
+		}
+		dir, err := stateDir(cmd)
+		if err != nil {
+			return err
+		}
+		if _, err := state.OpenReadOnly(dir, state.Options{}); err != nil {
+			return err // no database: nothing to retry, and none is created
+		}
+		s, err := state.Open(dir, state.Options{})
+		if err != nil {
+			return err
+		}
+		jobs, err := s.Requeue(func(j state.Job) bool {
+			for _, m := range args {
+				if strings.Contains(j.Key.String(), m) {
+					return true
+				}
+			}
+			return all
+		}, time.Now())
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			fmt.Fprintf(cmd.OutOrStdout(), "requeued %s\n", j.Key)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%d jobs requeued\n", len(jobs))
+		return nil
+	},
+}
+
+// stateDir is --state-dir, or state_dir from --config.
+func stateDir(cmd *cobra.Command) (string, error) {
+	if dir, _ := cmd.Flags().GetString("state-dir"); dir != "" {
+		return dir, nil
+	}
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return "", fmt.Errorf("give --state-dir or a loadable --config: %w", err)
+	}
+	return cfg.StateDir, nil
+}
+
 func init() {
-	for _, c := range []*cobra.Command{daemonCmd, runCmd, checkCmd, statusCmd} {
+	for _, c := range []*cobra.Command{daemonCmd, runCmd, checkCmd, statusCmd, retryCmd} {
 		c.Flags().String("config", "", "config file (see config.yaml for every key)")
 		rootCmd.AddCommand(c)
 	}
 	runCmd.Flags().Bool("dry-run", false, "discover and plan only: write nothing, push nothing")
 	runCmd.Flags().Bool("json", false, "print the report as JSON")
 	statusCmd.Flags().String("state-dir", "", "state directory (instead of reading it from --config)")
+	retryCmd.Flags().String("state-dir", "", "state directory (instead of reading it from --config)")
+	retryCmd.Flags().Bool("all", false, "requeue every parked and failed job")
 	statusCmd.Flags().Bool("json", false, "print the whole state as JSON")
 }
 

@@ -79,6 +79,19 @@ func TestStatusCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &snap); err != nil || len(snap.Jobs) != 2 || snap.Counts[state.Parked] != 1 {
 		t.Errorf("status --json: %v\n%s", err, out)
 	}
+	// retry requeues the parked job by a substring of its description.
+	out, err = runDaemonCLI(t, "retry", "--state-dir", dir, "--all=false", "--config", "", "acme/x")
+	if err != nil || !strings.Contains(out, "1 jobs requeued") {
+		t.Fatalf("retry: %v\n%s", err, out)
+	}
+	out, _ = runDaemonCLI(t, "status", "--state-dir", dir, "--json=false", "--config", "")
+	if !strings.Contains(out, "1 pending, 0 failed, 0 parked, 1 done") {
+		t.Errorf("status after retry:\n%s", out)
+	}
+	if _, err := runDaemonCLI(t, "retry", "--state-dir", dir, "--all", "--config", "", "x"); err == nil {
+		t.Error("retry with both --all and MATCH succeeded")
+	}
+
 	// No database: a clear error, and nothing is created.
 	empty := t.TempDir()
 	if _, err := runDaemonCLI(t, "status", "--state-dir", empty, "--json=false", "--config", ""); err == nil || !strings.Contains(err.Error(), "no database") {

@@ -315,6 +315,35 @@ func (s *Store) RecoverInterrupted(now time.Time) ([]Job, error) {
 	return out, err
 }
 
+// Requeue puts parked and failed jobs that match back to pending with a
+// fresh attempt budget, for an operator who fixed the cause (a token, a
+// broken adapter). It is safe while a daemon runs: the daemon reads jobs
+// from the database at every dispatch.
+func (s *Store) Requeue(match func(Job) bool, now time.Time) ([]Job, error) {
+	var out []Job
+	err := s.Update(func(tx *Tx) error {
+		jobs, err := tx.Jobs("")
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			if (j.Status != Parked && j.Status != Failed) || !match(j) {
+				continue
+			}
+			if j.LastError != "" {
+				j.LastError = "requeued; previous error: " + j.LastError
+			}
+			j.Status, j.Attempts, j.NextAttempt, j.Finished, j.Updated = Pending, 0, time.Time{}, time.Time{}, now
+			if err := tx.PutJob(j); err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // OwnerFile is the lock file that makes one process the owner of a state
 // directory.
 const OwnerFile = "owner.lock"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -285,4 +286,37 @@ func TestOwnerIsExclusive(t *testing.T) {
 		t.Fatalf("after release: %v", err)
 	}
 	o2.Release()
+}
+
+func TestRequeue(t *testing.T) {
+	s, _ := Open(t.TempDir(), Options{})
+	s.Update(func(tx *Tx) error {
+		tx.PutJob(Job{Key: key(1), Status: Parked, Attempts: 5, LastError: "401 unauthorized", Finished: t0})
+		tx.PutJob(Job{Key: key(2), Status: Failed, Attempts: 2, NextAttempt: t0.Add(time.Hour)})
+		tx.PutJob(Job{Key: key(3), Status: Done, Attempts: 1})
+		return tx.PutJob(Job{Key: key(4), Status: Parked, Attempts: 5})
+	})
+	got, err := s.Requeue(func(j Job) bool { return j.Key != key(4) }, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("requeued %d jobs, want 2 (parked 1 and failed 2)", len(got))
+	}
+	s.View(func(tx *Tx) error {
+		for i, want := range map[int]Status{1: Pending, 2: Pending, 3: Done, 4: Parked} {
+			j, _, _ := tx.Job(key(i))
+			if j.Status != want {
+				t.Errorf("job %d: %s, want %s", i, j.Status, want)
+			}
+			if want == Pending && (j.Attempts != 0 || !j.Runnable(t0)) {
+				t.Errorf("job %d not runnable with a fresh budget: %+v", i, j)
+			}
+		}
+		j, _, _ := tx.Job(key(1))
+		if !strings.Contains(j.LastError, "401 unauthorized") {
+			t.Errorf("the previous error was lost: %q", j.LastError)
+		}
+		return nil
+	})
 }
