@@ -206,7 +206,7 @@ func Analyze(ctx context.Context, oldDims, newDims Dims, tr *Transfer, layerMap 
 		if err := checkWeights(nw, newDims, "new", lp.New); err != nil {
 			return nil, err
 		}
-		la, err := analyzeLayer(ow, nw, oldDims, newDims, tr, method, opts, sc)
+		la, err := analyzeLayer(ctx, ow, nw, oldDims, newDims, tr, method, opts, sc)
 		if err != nil {
 			return nil, fmt.Errorf("lorasuite: layer pair %d -> %d: %w", lp.Old, lp.New, err)
 		}
@@ -220,14 +220,21 @@ func Analyze(ctx context.Context, oldDims, newDims Dims, tr *Transfer, layerMap 
 }
 
 // analyzeLayer runs steps 3 and 4 (base side) for one layer pair.
-func analyzeLayer(ow, nw *LayerWeights, od, nd Dims, tr *Transfer, method HeadTransfer, opts Options, sc *scratch) (*LayerAnalysis, error) {
+func analyzeLayer(ctx context.Context, ow, nw *LayerWeights, od, nd Dims, tr *Transfer, method HeadTransfer, opts Options, sc *scratch) (*LayerAnalysis, error) {
 	ho, hn := od.HeadDim, nd.HeadDim
 	// One role at a time, so that only one float64 old weight and its
 	// product with W_x are alive besides the M blocks.
 	f64 := opts.Float64
+	// ctx is checked between the products (each a few seconds at d = 4096).
 	q := products(ow.Q, od.Heads*ho, nw.Q, nd.Heads*hn, tr, ho, hn, f64, sc, 0)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	k := products(ow.K, od.KVHeads*ho, nw.K, nd.KVHeads*hn, tr, ho, hn, f64, sc, 1)
 	v := products(ow.V, od.KVHeads*ho, nw.V, nd.KVHeads*hn, tr, ho, hn, f64, sc, 2)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	// o_proj: work with O^T (heads x hidden) so that heads are row blocks:
 	// P_O = O_o^T W_x and M_O = P_O O_n = O_o^T W_x O_n.
 	sc.tOld = transpose32(sc.tOld, ow.O, od.Hidden, od.Heads*ho)
