@@ -214,13 +214,12 @@ func (d *Daemon) RunOnce(ctx context.Context) (*Report, error) {
 	if err := d.replan(); err != nil { // drop-ins of tracks the poll could not reach
 		return rep, err
 	}
-	before := d.clock.Now()
-	d.drainOnce(ctx)
+	ran := d.drainOnce(ctx)
 	d.workers.Wait()
 	err := d.store.View(func(tx *state.Tx) error {
 		jobs, err := tx.Jobs("")
 		for _, j := range jobs {
-			if !j.Started.Before(before) {
+			if ran[j.Key] {
 				rep.Jobs = append(rep.Jobs, j)
 			}
 		}

@@ -265,3 +265,21 @@ func TestSecondOwnerRefused(t *testing.T) {
 		t.Fatalf("dry run: %v", err)
 	}
 }
+
+// Keys that need a restart keep their running values after a reload, so
+// Config() always shows what is in effect; the rest applies.
+func TestReloadKeepsRestartOnlyKeys(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	d := h.daemon(false)
+	oldState := d.Config().StateDir
+	h.writeConfig(oneAdapterTrack, "state_dir: state", "state_dir: elsewhere", "concurrency: 2", "concurrency: 3")
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if c := d.Config(); c.StateDir != oldState || c.Concurrency != 3 {
+		t.Errorf("after reload: state_dir %q (want %q kept), concurrency %d (want 3)", c.StateDir, oldState, c.Concurrency)
+	}
+	if !strings.Contains(h.logs.String(), "state_dir") {
+		t.Error("the restart-only change was not logged")
+	}
+}

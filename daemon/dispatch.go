@@ -213,20 +213,20 @@ func (d *Daemon) dispatchLoop(ctx context.Context) {
 
 // drainOnce runs every job runnable now, each at most once, and waits for
 // them: the job half of RunOnce. Jobs that fail wait for their retry time
-// in state (the next run picks them up).
-func (d *Daemon) drainOnce(ctx context.Context) {
+// in state (the next run picks them up). It returns the jobs it started.
+func (d *Daemon) drainOnce(ctx context.Context) map[state.JobKey]bool {
 	skip := map[state.JobKey]bool{}
 	for {
 		// Read the count first: with nothing in flight the concurrency limit
 		// cannot hold a job back, so starting nothing means nothing is left.
 		busy := d.inflightCount()
 		if _, started := d.startRunnable(ctx, skip); started == 0 && busy == 0 {
-			return
+			return skip
 		}
 		select {
 		case <-ctx.Done():
 			d.workers.Wait()
-			return
+			return skip
 		case <-d.kickCh:
 		}
 	}

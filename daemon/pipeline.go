@@ -24,10 +24,10 @@ import (
 // earlier push of the same migration (reconcile), so a crash between push
 // and record never leads to a second push.
 func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track, ad Adapter, job state.Job) (state.Job, error) {
-	// resolve: pin the adapter revision at the first attempt so that every
-	// retry migrates the same bytes.
-	// A local adapter is re-hashed at every attempt: if its files changed,
-	// the new content is what gets migrated and recorded.
+	// resolve: a Hub adapter's revision is pinned at the first attempt so
+	// that every retry migrates the same commit; a local adapter is
+	// re-hashed at every attempt, so that what is recorded is what was
+	// migrated.
 	if job.AdapterCommit == "" || ad.Local() {
 		c, err := d.resolveAdapter(ctx, ad)
 		if err != nil {

@@ -33,8 +33,11 @@ func (d *Daemon) Reload() error {
 		return err
 	}
 	old := d.Config()
-	for _, k := range restartOnlyChanges(old, cfg) {
-		d.log.Warn("config key changed but only takes effect after a restart", "key", k)
+	if keys := restartOnlyChanges(old, cfg); len(keys) > 0 {
+		d.log.Warn("config keys changed that only take effect after a restart; their running values stay", "keys", keys)
+		eff := *cfg // a private copy: the loaded config is never mutated
+		eff.StateDir, eff.CacheDir, eff.Listen, eff.Hub, eff.Log = old.StateDir, old.CacheDir, old.Listen, old.Hub, old.Log
+		cfg = &eff
 	}
 	d.cfg.Store(cfg)
 	d.cfgSum = sum
@@ -52,12 +55,15 @@ func (d *Daemon) Reload() error {
 }
 
 // restartOnlyChanges lists keys whose new values the running daemon cannot
-// apply: the state database, the HTTP listener and the Hub client are set
-// up once.
+// apply: the state database, the HTTP listener, the logger and the Hub
+// client (with its cache under cache_dir) are set up once.
 func restartOnlyChanges(old, cur *config.Config) []string {
 	var keys []string
 	if old.StateDir != cur.StateDir {
 		keys = append(keys, "state_dir")
+	}
+	if old.CacheDir != cur.CacheDir {
+		keys = append(keys, "cache_dir")
 	}
 	if old.Listen != cur.Listen {
 		keys = append(keys, "listen")
