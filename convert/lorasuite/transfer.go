@@ -81,6 +81,9 @@ type RowSource func(ctx context.Context, emit func(old, new []float32) error) er
 // streamed by src, by the ridged normal equations (see TransferAccumulator).
 // Memory: the d_o x d_o and d_o x d_n float64 Grams plus one chunk.
 func FitTransfer(ctx context.Context, dOld, dNew int, src RowSource) (*Transfer, error) {
+	if dOld <= 0 || dNew <= 0 {
+		return nil, fmt.Errorf("lorasuite: transfer matrix needs positive hidden sizes, got %d -> %d", dOld, dNew)
+	}
 	acc := NewTransferAccumulator(dOld, dNew)
 	err := src(ctx, func(old, new []float32) error {
 		if err := ctx.Err(); err != nil {
@@ -104,7 +107,8 @@ type TransferAccumulator struct {
 	rows       int
 }
 
-// NewTransferAccumulator returns an empty accumulator for d_o x d_n.
+// NewTransferAccumulator returns an empty accumulator for d_o x d_n. It
+// panics ("lorasuite:") unless both are positive; FitTransfer checks first.
 func NewTransferAccumulator(dOld, dNew int) *TransferAccumulator {
 	if dOld <= 0 || dNew <= 0 {
 		panic(fmt.Sprintf("lorasuite: transfer dimensions %d x %d", dOld, dNew))

@@ -99,6 +99,9 @@ func TestTransferErrors(t *testing.T) {
 	if _, err := acc.Identity(); err == nil || !strings.Contains(err.Error(), "equal hidden sizes") {
 		t.Errorf("identity of 3 -> 2: err = %v", err)
 	}
+	if _, err := FitTransfer(context.Background(), 0, 4, nil); err == nil || !strings.Contains(err.Error(), "positive hidden sizes") {
+		t.Errorf("zero width: err = %v", err)
+	}
 	boom := errors.New("disk gone")
 	_, err := FitTransfer(context.Background(), 2, 2, func(context.Context, func(_, _ []float32) error) error { return boom })
 	if !errors.Is(err, boom) {
