@@ -279,6 +279,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		cancelJobs()
 		<-dispatchDone
 		d.workers.Wait()
+		d.log.Info("stopped")
 	}()
 
 	fw, err := d.newFileWatcher()
