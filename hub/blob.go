@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -213,10 +214,9 @@ func (c *Client) downloadBlob(ctx context.Context, rc *repoCache, blob string, s
 	}
 	prog.add(have)
 
-	buf := make([]byte, copyBufferSize)
 	bo := c.newBackoff()
 	for have < s.size {
-		n, restart, rerr := c.fetchRange(ctx, f, h, buf, have, s, prog)
+		n, restart, rerr := c.fetchRange(ctx, f, h, have, s, prog)
 		if restart {
 			prog.add(-have)
 			have = 0
@@ -225,7 +225,10 @@ func (c *Client) downloadBlob(ctx context.Context, rc *repoCache, blob string, s
 		if rerr == nil {
 			continue
 		}
-		if !retryableNetErr(ctx, rerr) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !IsRetryable(rerr) { // disk errors, integrity and protocol failures are final
 			return rerr
 		}
 		if n > 0 {
@@ -267,7 +270,7 @@ var contentRangeRE = regexp.MustCompile(`^bytes (\d+)-(\d+)/(\d+|\*)$`)
 // fetchRange GETs s.url from offset have and appends the body to f, hashing it.
 // It returns how many bytes it appended and whether the file was restarted
 // from zero first (the server ignored the Range and sent everything).
-func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, buf []byte, have int64,
+func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, have int64,
 	s blobSpec, prog *progress) (n int64, restart bool, err error) {
 	hdr := http.Header{"Accept-Encoding": {"identity"}}
 	if have > 0 {
@@ -328,24 +331,37 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, buf []
 	}
 	// Read at most one byte more than we expect, to notice an oversized body.
 	body := io.LimitReader(resp.Body, s.size-have+1)
-	w := io.MultiWriter(f, h)
+	aw := newAsyncWriter(f, asyncWriteDepth)
+	defer func() {
+		if werr := aw.close(); werr != nil {
+			// A local write failure outranks whatever the network did.
+			err = fmt.Errorf("hub: download %s@%s %s: write %s: %w", s.repo, s.rev, s.path, f.Name(), werr)
+		}
+	}()
 	for {
-		// Fill the whole buffer before writing: a few large write syscalls
-		// instead of one per network read.
+		// Fill a whole buffer before handing it on: a few large write
+		// syscalls instead of one per network read. The disk write runs on
+		// the writer goroutine while this one hashes and reads the next buffer.
+		buf := aw.next()
 		k, rerr := io.ReadFull(body, buf)
 		if rerr == io.ErrUnexpectedEOF {
 			rerr = io.EOF
 		}
 		if k > 0 {
 			if have+n+int64(k) > s.size {
+				aw.release(buf)
 				return n, restart, s.err(ErrIntegrity, "server sent more than the advertised %d bytes", s.size)
 			}
-			if _, werr := w.Write(buf[:k]); werr != nil {
-				return n, restart, werr
-			}
+			h.Write(buf[:k])
+			aw.submit(buf[:k])
 			n += int64(k)
 			prog.add(int64(k))
 			watchdog.Reset(c.idle)
+		} else {
+			aw.release(buf)
+		}
+		if aw.failed() {
+			return n, restart, nil // the deferred close reports the write error
 		}
 		if rerr == io.EOF {
 			if have+n < s.size {
@@ -364,4 +380,70 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, buf []
 				Err: ErrUnavailable, Cause: rerr}
 		}
 	}
+}
+
+// asyncWriteDepth is how many copy buffers one download may have in flight
+// (being filled, hashed or written): 3 MiB per download.
+const asyncWriteDepth = 3
+
+// bufPool recycles copy buffers across downloads.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// asyncWriter writes buffers to a file on its own goroutine, so that disk
+// writes overlap network reads and hashing. Buffers cycle between the
+// caller (next, then submit or release) and the writer.
+type asyncWriter struct {
+	w      io.Writer
+	free   chan []byte
+	full   chan []byte
+	done   chan struct{}
+	err    error // set by the writer goroutine; read after done is closed
+	broken atomic.Bool
+}
+
+func newAsyncWriter(w io.Writer, depth int) *asyncWriter {
+	a := &asyncWriter{w: w, free: make(chan []byte, depth), full: make(chan []byte, depth), done: make(chan struct{})}
+	for range depth {
+		a.free <- *bufPool.Get().(*[]byte)
+	}
+	go a.loop()
+	return a
+}
+
+func (a *asyncWriter) loop() {
+	defer close(a.done)
+	for b := range a.full {
+		if a.err == nil {
+			if _, err := a.w.Write(b); err != nil {
+				a.err = err
+				a.broken.Store(true)
+			}
+		}
+		a.free <- b[:cap(b)]
+	}
+}
+
+// next returns an empty full-size buffer.
+func (a *asyncWriter) next() []byte { return <-a.free }
+
+// submit queues b (from next) to be written in order.
+func (a *asyncWriter) submit(b []byte) { a.full <- b }
+
+// release returns an unused buffer from next.
+func (a *asyncWriter) release(b []byte) { a.free <- b[:cap(b)] }
+
+// failed reports whether a write has failed (close returns the error).
+func (a *asyncWriter) failed() bool { return a.broken.Load() }
+
+// close waits for queued writes, recycles the buffers and returns the first
+// write error. Every buffer taken with next must have been submitted or
+// released.
+func (a *asyncWriter) close() error {
+	close(a.full)
+	<-a.done
+	for range cap(a.free) {
+		b := <-a.free
+		bufPool.Put(&b)
+	}
+	return a.err
 }
