@@ -279,3 +279,38 @@ func TestNormalizeETag(t *testing.T) {
 		t.Errorf("escapePath = %q", got)
 	}
 }
+
+type failAfter struct {
+	n   int
+	got []byte
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.n == 0 {
+		return 0, errors.New("disk full")
+	}
+	f.n--
+	f.got = append(f.got, p...)
+	return len(p), nil
+}
+
+// TestAsyncWriter: writes land in order; the first failure is reported by
+// close and later buffers are dropped, with every buffer recycled.
+func TestAsyncWriter(t *testing.T) {
+	fw := &failAfter{n: 2}
+	a := newAsyncWriter(fw, 2)
+	for i := range 5 {
+		b := a.next()
+		b[0] = byte('a' + i)
+		a.submit(b[:1])
+	}
+	b := a.next()
+	a.release(b)
+	err := a.close()
+	if err == nil || err.Error() != "disk full" || !a.failed() {
+		t.Fatalf("close = %v, failed = %v", err, a.failed())
+	}
+	if string(fw.got) != "ab" {
+		t.Errorf("written %q, want %q", fw.got, "ab")
+	}
+}
