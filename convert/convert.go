@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/lorasync/lorasync/convert/arch"
 	"github.com/lorasync/lorasync/convert/linalg"
-	"github.com/lorasync/lorasync/convert/lorasuite"
 	"github.com/lorasync/lorasync/convert/peft"
 )
 
@@ -66,7 +64,7 @@ func Convert(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	projStart := time.Now()
-	out, dropped, err := project(ctx, pair.Analysis, ad, nw.cfg, o)
+	out, dropped, err := project(ctx, pair.Analysis, ad, old, nw, o)
 	if err != nil {
 		return nil, err
 	}
@@ -89,76 +87,6 @@ func Convert(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	return &Result{Out: o.Out, Provenance: prov}, nil
-}
-
-// project maps every adapter module through the pair analysis and builds
-// the new adapter (same r, alpha, rsLoRA, dtype; config retargeted).
-func project(ctx context.Context, pa *lorasuite.PairAnalysis, ad *peft.Adapter, newCfg *arch.Config, o Options) (*peft.Adapter, []Unmapped, error) {
-	var attn []lorasuite.Module
-	var srcs []*peft.Module // srcs[i] is the adapter module of attn[i]
-	var unmapped []string
-	for _, m := range ad.Modules {
-		switch m.Role {
-		case arch.Q, arch.K, arch.V, arch.O:
-			attn = append(attn, lorasuite.Module{Layer: m.Layer, Role: lorasuite.Role(m.Role), R: m.R, A: m.A, B: m.B})
-			srcs = append(srcs, m)
-		default:
-			unmapped = append(unmapped, fmt.Sprintf("%s (MLP modules are not migrated yet)", m.Key))
-		}
-	}
-	if len(unmapped) > 0 {
-		return nil, nil, fmt.Errorf("convert: adapter %s: %w: %s", o.Adapter, ErrUnmapped, strings.Join(unmapped, ", "))
-	}
-	proj, err := lorasuite.Project(ctx, pa, attn, lorasuite.ProjectOptions{InputMap: o.InputMap})
-	if err != nil {
-		return nil, nil, fmt.Errorf("convert: adapter %s: %w", o.Adapter, err)
-	}
-	skipped := map[[2]string]string{}
-	for _, s := range proj.Skipped {
-		skipped[[2]string{fmt.Sprint(s.Layer), string(s.Role)}] = s.Reason
-	}
-	if len(proj.Modules) == 0 {
-		return nil, nil, fmt.Errorf("convert: adapter %s: %w: no module has a counterpart in the new base", o.Adapter, ErrUnmapped)
-	}
-	// Project returns the migrated modules in input order, without the skipped ones.
-	out := &peft.Adapter{Config: ad.Config.Clone(), Metadata: ad.Metadata}
-	var dropped []Unmapped
-	k := 0
-	for _, src := range srcs {
-		if reason, ok := skipped[[2]string{fmt.Sprint(src.Layer), string(src.Role)}]; ok {
-			dropped = append(dropped, Unmapped{Module: src.Key, Reason: reason})
-			continue
-		}
-		pm := proj.Modules[k]
-		k++
-		outDim, inDim := newCfg.Shape(src.Role)
-		out.Modules = append(out.Modules, &peft.Module{
-			Key: newCfg.Module(pm.Layer, src.Role), Layer: pm.Layer, Role: src.Role, R: pm.R,
-			In: inDim, Out: outDim, Alpha: src.Alpha, RSLoRA: src.RSLoRA, DType: src.DType,
-			A: pm.A, B: pm.B,
-		})
-	}
-	if k != len(proj.Modules) {
-		panic(fmt.Sprintf("convert: Project returned %d modules for %d inputs with %d skipped", len(proj.Modules), len(srcs), len(proj.Skipped)))
-	}
-	sort.SliceStable(out.Modules, func(i, j int) bool {
-		a, b := out.Modules[i], out.Modules[j]
-		if a.Layer != b.Layer {
-			return a.Layer < b.Layer
-		}
-		return roleIndex(a.Role) < roleIndex(b.Role)
-	})
-	out.Retarget(newCfg)
-	return out, dropped, nil
-}
-
-func roleIndex(r arch.Role) int {
-	for i, x := range arch.Roles {
-		if x == r {
-			return i
-		}
-	}
-	return len(arch.Roles)
 }
 
 // verifyOutput loads the written adapter back and checks it: it parses, every

@@ -2,7 +2,6 @@ package convert
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -194,9 +193,6 @@ func TestConvertRefusesBadInput(t *testing.T) {
 	if _, err := synth.WriteAdapter(filepath.Join(dir, "foreign"), other.Config, "x", synth.AdapterSpec{R: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := synth.WriteAdapter(filepath.Join(dir, "mlp"), synthOld(t, dir), "x", synth.AdapterSpec{R: 2, Targets: []arch.Role{arch.Q, arch.Up}}); err != nil {
-		t.Fatal(err)
-	}
 	noTok := filepath.Join(dir, "notok")
 	copyDir(t, filepath.Join(dir, "new"), noTok)
 	os.Remove(filepath.Join(noTok, "tokenizer.json"))
@@ -226,23 +222,8 @@ func TestConvertRefusesBadInput(t *testing.T) {
 			}
 		})
 	}
-	t.Run("mlp not silently dropped", func(t *testing.T) {
-		o := opts(dir)
-		o.Adapter = filepath.Join(dir, "mlp")
-		_, err := Convert(context.Background(), o)
-		if !errors.Is(err, ErrUnmapped) || !strings.Contains(err.Error(), "up_proj") {
-			t.Fatalf("err = %v, want ErrUnmapped naming up_proj", err)
-		}
-	})
 }
 
-func synthOld(t *testing.T, dir string) *arch.Config {
-	cfg, err := arch.Load(filepath.Join(dir, "old"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
 
 func copyDir(t *testing.T, src, dst string) {
 	t.Helper()

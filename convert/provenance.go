@@ -141,6 +141,18 @@ func (f *jsonFloat) UnmarshalJSON(b []byte) error {
 	return json.Unmarshal(b, (*float64)(f))
 }
 
+// matchedOnly keeps v[b] for matched heads (src[b] >= 0) and null for the others.
+func matchedOnly(v []float64, src []int) []jsonFloat {
+	out := make([]jsonFloat, len(v))
+	for b, x := range v {
+		out[b] = jsonFloat(x)
+		if src[b] < 0 {
+			out[b] = jsonFloat(math.NaN())
+		}
+	}
+	return out
+}
+
 func jsonFloats(v []float64) []jsonFloat {
 	out := make([]jsonFloat, len(v))
 	for i, x := range v {
@@ -172,7 +184,7 @@ func headReports(pa *lorasuite.PairAnalysis) ([]HeadReport, Lineage) {
 			r.MeanSimilarity = simSum / float64(n)
 		}
 		for role, rb := range map[string]lorasuite.RoleBlocks{"q_proj": la.Q, "k_proj": la.K, "v_proj": la.V, "o_proj": la.O} {
-			f := RoleFit{Residual: jsonFloats(rb.Residual), Gain: jsonFloats(rb.Gain)}
+			f := RoleFit{Residual: matchedOnly(rb.Residual, rb.Src), Gain: matchedOnly(rb.Gain, rb.Src)}
 			var s float64
 			var n int
 			for b := range rb.Residual {
