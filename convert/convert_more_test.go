@@ -224,7 +224,6 @@ func TestConvertRefusesBadInput(t *testing.T) {
 	}
 }
 
-
 func copyDir(t *testing.T, src, dst string) {
 	t.Helper()
 	if err := os.MkdirAll(dst, 0o755); err != nil {
