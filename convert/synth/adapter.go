@@ -23,7 +23,7 @@ type AdapterSpec struct {
 // RandomAdapter generates an adapter for base: A ~ N(0, 1/in) and B ~
 // N(0, 1/R) on every layer's target modules, so that dW = s B A is of the order
 // of a trained adapter's (B is zero only before training).
-func RandomAdapter(base *Model, spec AdapterSpec) (*peft.Adapter, error) {
+func RandomAdapter(base *arch.Config, spec AdapterSpec) (*peft.Adapter, error) {
 	if spec.R <= 0 {
 		return nil, fmt.Errorf("synth: adapter rank %d", spec.R)
 	}
@@ -54,7 +54,7 @@ func RandomAdapter(base *Model, spec AdapterSpec) (*peft.Adapter, error) {
 	}
 	rng := newRNG(spec.Seed)
 	a := &peft.Adapter{Config: cfg}
-	bc := base.Config
+	bc := base
 	for l := 0; l < bc.Layers; l++ {
 		for _, role := range arch.Roles { // arch.Roles order, as peft sorts
 			if !contains(spec.Targets, role) {
@@ -76,7 +76,7 @@ func RandomAdapter(base *Model, spec AdapterSpec) (*peft.Adapter, error) {
 
 // WriteAdapter generates an adapter for base and writes it to dir, naming
 // baseName as its base model.
-func WriteAdapter(dir string, base *Model, baseName string, spec AdapterSpec) (*peft.Adapter, error) {
+func WriteAdapter(dir string, base *arch.Config, baseName string, spec AdapterSpec) (*peft.Adapter, error) {
 	a, err := RandomAdapter(base, spec)
 	if err != nil {
 		return nil, err

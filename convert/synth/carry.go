@@ -18,6 +18,13 @@ type carrier struct {
 // order, then extraVocab new words, then the special token last. It returns
 // newID[old id].
 func carryVocab(rng *rand.Rand, old, nm *Model, extra int) []int {
+	if old.Vocab == nil { // no tokenizer: ids stay, so they can be matched by id
+		newID := make([]int, old.Spec.Vocab)
+		for i := range newID {
+			newID[i] = i
+		}
+		return newID
+	}
 	vo := len(old.Vocab)
 	words := Vocabulary(vo + extra)
 	order := rng.Perm(vo - 1)

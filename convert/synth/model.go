@@ -96,7 +96,7 @@ func (s Spec) Config() (*arch.Config, error) {
 type Model struct {
 	Spec   Spec
 	Config *arch.Config
-	Vocab  [][]byte             // token bytes by id (len Spec.Vocab)
+	Vocab  [][]byte             // token bytes by id (len Spec.Vocab); nil: no tokenizer
 	W      map[string][]float32 // every tensor of Config.Tensors(), row-major
 }
 
@@ -148,8 +148,10 @@ func (m *Model) Write(dir string) error {
 	if err := writeJSON(filepath.Join(dir, "config.json"), m.Spec.ConfigJSON()); err != nil {
 		return err
 	}
-	if err := WriteTokenizer(filepath.Join(dir, "tokenizer.json"), m.Vocab); err != nil {
-		return err
+	if m.Vocab != nil {
+		if err := WriteTokenizer(filepath.Join(dir, "tokenizer.json"), m.Vocab); err != nil {
+			return err
+		}
 	}
 	tensors := make([]safetensors.Tensor, 0, len(m.W))
 	for _, t := range m.Config.Tensors() {
@@ -177,4 +179,28 @@ func gaussian(rng *rand.Rand, v []float32, std float64) {
 	for i := range v {
 		v[i] = float32(rng.NormFloat64() * std)
 	}
+}
+
+// Load reads a checkpoint directory into memory (small models only): its
+// config.json and weights. Vocab stays nil: a loaded model keeps whatever
+// tokenizer its directory has, and Write writes none.
+func Load(dir string) (*Model, error) {
+	cfg, err := arch.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	spec := Spec{ModelType: cfg.ModelType, Hidden: cfg.Hidden, Layers: cfg.Layers, Heads: cfg.Heads, KVHeads: cfg.KVHeads,
+		HeadDim: cfg.HeadDim, Intermediate: cfg.Intermediate, Vocab: cfg.Vocab, Tied: cfg.TiedEmbeddings, DType: safetensors.F32}
+	m := &Model{Spec: spec, Config: cfg, W: map[string][]float32{}}
+	for _, t := range cfg.Tensors() {
+		if m.W[t.Name], err = st.Float32(t.Name); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
 }

@@ -145,7 +145,7 @@ func TestAdapterLoadsAndFitsItsBase(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "adapter")
-	if _, err := WriteAdapter(dir, base, "synth/base", AdapterSpec{R: 4, Seed: 5, Targets: []arch.Role{arch.Q, arch.V, arch.Down}}); err != nil {
+	if _, err := WriteAdapter(dir, base.Config, "synth/base", AdapterSpec{R: 4, Seed: 5, Targets: []arch.Role{arch.Q, arch.V, arch.Down}}); err != nil {
 		t.Fatal(err)
 	}
 	a, err := peft.Load(dir)

@@ -53,8 +53,8 @@ type Truth struct {
 // down = [P^T W_o, new columns]. Layers not carried are small random blocks.
 // Embedding rows move to their new ids: E_n[NewID[t]] = E_o[t] P (+ noise).
 func Upgrade(old *Model, up UpgradeSpec) (*Model, *Truth, error) {
-	os := old.Spec
-	ns := os
+	op := old.Spec
+	ns := op
 	if up.ModelType != "" {
 		ns.ModelType = up.ModelType
 	}
@@ -66,14 +66,17 @@ func Upgrade(old *Model, up UpgradeSpec) (*Model, *Truth, error) {
 			*f.dst = f.v
 		}
 	}
-	ns.Vocab = os.Vocab + up.ExtraVocab
+	ns.Vocab = op.Vocab + up.ExtraVocab
 	switch {
-	case ns.Hidden < os.Hidden:
-		return nil, nil, fmt.Errorf("synth: upgrade narrows hidden %d -> %d", os.Hidden, ns.Hidden)
-	case ns.Intermediate < os.Intermediate:
-		return nil, nil, fmt.Errorf("synth: upgrade narrows intermediate %d -> %d", os.Intermediate, ns.Intermediate)
+	case ns.Hidden < op.Hidden:
+		return nil, nil, fmt.Errorf("synth: upgrade narrows hidden %d -> %d", op.Hidden, ns.Hidden)
+	case ns.Intermediate < op.Intermediate:
+		return nil, nil, fmt.Errorf("synth: upgrade narrows intermediate %d -> %d", op.Intermediate, ns.Intermediate)
 	case ns.Heads%ns.KVHeads != 0:
 		return nil, nil, fmt.Errorf("synth: %d heads not divisible by %d KV heads", ns.Heads, ns.KVHeads)
+	}
+	if old.Vocab == nil && up.ExtraVocab != 0 {
+		return nil, nil, fmt.Errorf("synth: the old model has no tokenizer, so the upgrade cannot extend its vocabulary")
 	}
 	cfg, err := ns.Config()
 	if err != nil {
@@ -89,15 +92,15 @@ func Upgrade(old *Model, up UpgradeSpec) (*Model, *Truth, error) {
 		}
 		nm.W[t.Name] = v
 	}
-	tr := &Truth{P: orthonormalRows(rng, os.Hidden, ns.Hidden, up.Rotate)}
-	if tr.Layers, err = layerPlacement(rng, os.Layers, ns.Layers, up.RandomLayers); err != nil {
+	tr := &Truth{P: orthonormalRows(rng, op.Hidden, ns.Hidden, up.Rotate)}
+	if tr.Layers, err = layerPlacement(rng, op.Layers, ns.Layers, up.RandomLayers); err != nil {
 		return nil, nil, err
 	}
 	tr.NewID = carryVocab(rng, old, nm, up.ExtraVocab)
 	c := carrier{old: old, new: nm, p: tr.P}
 	c.embeddings(tr.NewID, up.EmbedNoise, rng)
 	for _, lp := range tr.Layers {
-		hm := headPlacement(rng, ns.Heads, os.KVHeads, ns.KVHeads)
+		hm := headPlacement(rng, ns.Heads, op.KVHeads, ns.KVHeads)
 		tr.HeadMap = append(tr.HeadMap, hm)
 		c.layer(lp.Old, lp.New, hm)
 	}
