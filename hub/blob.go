@@ -109,7 +109,16 @@ func (c *Client) ensureBlob(ctx context.Context, rc *repoCache, s blobSpec, prog
 	if c.offline {
 		return "", s.err(ErrOffline, "blob %s is not in the cache", s.etag)
 	}
-	if err := c.downloadBlob(ctx, rc, blob, s, prog); err != nil {
+	resumed, err := c.downloadBlob(ctx, blob, s, prog)
+	if errors.Is(err, ErrIntegrity) && resumed {
+		// The partial file we resumed was not a prefix of this content (left
+		// by a broken writer?). It has been removed: start once from zero.
+		c.log.Warn("resumed download failed verification; starting over",
+			"repo", s.repo, "path", s.path, "error", err.Error())
+		prog.add(-s.size)
+		_, err = c.downloadBlob(ctx, blob, s, prog)
+	}
+	if err != nil {
 		return "", err
 	}
 	return blob, nil
@@ -172,15 +181,16 @@ func findIncomplete(blob string) string {
 // existing partial file with a Range request), hashing while writing, then
 // checks size and hash, fsyncs and renames it to blob. A partial file is kept
 // after network errors and cancellation (to resume later) and removed when
-// its content proves wrong.
-func (c *Client) downloadBlob(ctx context.Context, rc *repoCache, blob string, s blobSpec, prog *progress) (err error) {
+// its content proves wrong. resumed reports whether it continued an existing
+// partial file.
+func (c *Client) downloadBlob(ctx context.Context, blob string, s blobSpec, prog *progress) (resumed bool, err error) {
 	tmp := findIncomplete(blob)
 	if tmp == "" {
 		tmp = blob + "." + randHex(4) + ".incomplete"
 	}
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
-		return err
+		return resumed, err
 	}
 	defer func() {
 		if f != nil {
@@ -195,22 +205,23 @@ func (c *Client) downloadBlob(ctx context.Context, rc *repoCache, blob string, s
 	h := newContentHash(s.etag, s.size)
 	have, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return err
+		return resumed, err
 	}
 	if have > s.size {
 		have = 0
 	}
 	if have > 0 {
+		resumed = true
 		if _, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, have), make([]byte, copyBufferSize)); err != nil {
-			return err
+			return resumed, err
 		}
 		c.log.Info("resuming download", "repo", s.repo, "path", s.path, "offset", have, "size", s.size)
 	}
 	if err := f.Truncate(have); err != nil {
-		return err
+		return resumed, err
 	}
 	if _, err := f.Seek(have, io.SeekStart); err != nil {
-		return err
+		return resumed, err
 	}
 	prog.add(have)
 
@@ -226,10 +237,10 @@ func (c *Client) downloadBlob(ctx context.Context, rc *repoCache, blob string, s
 			continue
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return resumed, ctx.Err()
 		}
 		if !IsRetryable(rerr) { // disk errors, integrity and protocol failures are final
-			return rerr
+			return resumed, rerr
 		}
 		if n > 0 {
 			bo.reset() // progress was made: like Python, start counting again
@@ -238,30 +249,30 @@ func (c *Client) downloadBlob(ctx context.Context, rc *repoCache, blob string, s
 			"offset", have, "size", s.size, "error", rerr.Error())
 		ok, werr := bo.wait(ctx, 0)
 		if werr != nil {
-			return werr
+			return resumed, werr
 		}
 		if !ok {
-			return rerr
+			return resumed, rerr
 		}
 	}
 	if have != s.size {
-		return s.err(ErrIntegrity, "got %d bytes, want %d", have, s.size)
+		return resumed, s.err(ErrIntegrity, "got %d bytes, want %d", have, s.size)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != s.etag {
-		return s.err(ErrIntegrity, "content hashes to %s, want %s", got, s.etag)
+		return resumed, s.err(ErrIntegrity, "content hashes to %s, want %s", got, s.etag)
 	}
 	if err := f.Sync(); err != nil {
-		return err
+		return resumed, err
 	}
 	if err := f.Close(); err != nil {
 		f = nil
-		return err
+		return resumed, err
 	}
 	f = nil
 	if err := os.Rename(tmp, blob); err != nil {
-		return err
+		return resumed, err
 	}
-	return syncDir(filepath.Dir(blob))
+	return resumed, syncDir(filepath.Dir(blob))
 }
 
 // contentRangeRE parses "bytes START-END/TOTAL".

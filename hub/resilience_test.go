@@ -300,3 +300,32 @@ func TestCancelMidDownload(t *testing.T) {
 		t.Error("content differs after cancel and retry")
 	}
 }
+
+// TestBadPartialFileStartsOver: a leftover partial file that is not a prefix
+// of the content is resumed, fails verification, and the download restarts
+// from zero once, successfully.
+func TestBadPartialFileStartsOver(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	_, content, oid := seedBig(t, e)
+	blobs := filepath.Join(e.cache, "models--alice--big", "blobs")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const junk = 100_000
+	if err := os.WriteFile(filepath.Join(blobs, oid+".incomplete"), randBytes(99, junk), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.c.DownloadFile(context.Background(), "alice/big", "main", "weights.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != string(content) {
+		t.Fatal("content differs")
+	}
+	if served, want := e.srv.ServedBytes(oid), int64(bigFileSize-junk+bigFileSize); served != want {
+		t.Errorf("served %d bytes, want %d (rest after the junk, then everything)", served, want)
+	}
+	if left, _ := filepath.Glob(filepath.Join(blobs, "*.incomplete")); len(left) != 0 {
+		t.Errorf("partial files left: %v", left)
+	}
+}
