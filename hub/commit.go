@@ -270,13 +270,13 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 		}
 		c.log.Warn("commit answer lost; checking the branch head", "repo", repo, "branch", branch,
 			"error", lost.Error())
-		landed, head, cerr := c.commitLanded(ctx, repo, branch, base, opts.Message)
+		landed, ours, cerr := c.commitLanded(ctx, repo, branch, base, opts.Message)
 		if cerr != nil {
 			return "", "", "", fmt.Errorf("%w (and checking the branch head failed: %w)", lost, cerr)
 		}
 		if landed {
-			c.log.Info("commit had landed despite the lost answer", "repo", repo, "branch", branch, "commit", head)
-			return head, c.commitURL(repo, head), "", nil
+			c.log.Info("commit had landed despite the lost answer", "repo", repo, "branch", branch, "commit", ours)
+			return ours, c.commitURL(repo, ours), "", nil
 		}
 		ok, werr := bo.wait(ctx, lost.RetryAfter)
 		if werr != nil {
@@ -288,8 +288,13 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 	}
 }
 
-// commitLanded reports whether branch's head is a commit titled message
-// whose parent is base, i.e. our commit.
+// landedWindow is how far back commitLanded looks for our commit, in case
+// others pushed on top of it before we checked.
+const landedWindow = 20
+
+// commitLanded reports whether our commit (titled message, with parent base)
+// is in the recent history of branch, and returns its id. History is linear
+// on a branch, so each listed commit's parent is the next one listed.
 func (c *Client) commitLanded(ctx context.Context, repo, branch, base, message string) (bool, string, error) {
 	info, err := c.RepoInfo(ctx, repo, branch)
 	if err != nil {
@@ -299,14 +304,19 @@ func (c *Client) commitLanded(ctx context.Context, repo, branch, base, message s
 		return false, info.SHA, nil
 	}
 	var recent []Commit
-	for cm, err := range c.ListCommits(ctx, repo, info.SHA, 2) {
+	for cm, err := range c.ListCommits(ctx, repo, info.SHA, landedWindow+1) {
 		if err != nil {
 			return false, "", err
 		}
+		if cm.ID == base {
+			break
+		}
 		recent = append(recent, cm)
 	}
-	if len(recent) >= 2 && recent[0].ID == info.SHA && recent[0].Title == message && recent[1].ID == base {
-		return true, info.SHA, nil
+	// recent now runs from the head down to the child of base (if base is
+	// in the window); our commit can only be that child.
+	if n := len(recent); n > 0 && n <= landedWindow && recent[n-1].Title == message {
+		return true, recent[n-1].ID, nil
 	}
 	return false, info.SHA, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -249,5 +250,51 @@ func TestUploadRefusesBadInput(t *testing.T) {
 	}
 	if n := len(requestsTo(e.srv.Requests(), http.MethodPost, "/api/models/alice/m/preupload")); n != 0 {
 		t.Errorf("preupload happened after a YAML refusal")
+	}
+}
+
+// hookHandler runs fn when a record with message msg is logged.
+type hookHandler struct {
+	slog.Handler
+	msg string
+	fn  func()
+}
+
+func (h hookHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.fn()
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+// TestLostCommitAnswerThenOthersPush: our commit landed, its answer was
+// lost, and someone pushed on top before we looked. The client still finds
+// its commit below the new head and does not commit again.
+func TestLostCommitAnswerThenOthersPush(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	base := e.seed("m", map[string][]byte{"a.txt": []byte("1")})
+	var theirs string
+	c := e.client(func(o *Options) {
+		o.Logger = slog.New(hookHandler{Handler: o.Logger.Handler(), msg: "commit answer lost; checking the branch head",
+			fn: func() {
+				var err error
+				if theirs, err = e.srv.Commit("alice/m", "main", map[string][]byte{"b.txt": []byte("b")}, "theirs"); err != nil {
+					t.Error(err)
+				}
+			}})
+	})
+	e.srv.Inject(hubtest.Fault{Host: "hub", Method: http.MethodPost, PathPrefix: "/api/models/alice/m/commit/",
+		CutAfterBytes: 1, Times: 1})
+	info, err := c.Upload(context.Background(), "alice/m", CommitOptions{
+		Message: "ours", ParentCommit: base, Files: []FileOp{{Path: "a.txt", Content: []byte("2")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, _ := e.srv.Commits("alice/m", "main")
+	if hist[0].ID != theirs || hist[1].ID != info.OID || hist[1].Title != "ours" || hist[2].ID != base {
+		t.Errorf("history %v %v %v, CommitInfo %+v", hist[0], hist[1], hist[2], info)
+	}
+	if n := len(requestsTo(e.srv.Requests(), http.MethodPost, "/api/models/alice/m/commit/")); n != 1 {
+		t.Errorf("%d commit POSTs, want 1", n)
 	}
 }
