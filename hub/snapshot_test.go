@@ -25,6 +25,7 @@ func seedFiles() map[string][]byte {
 		"sub/dir/adapter.safetensors":  randBytes(2, 64<<10),
 		"sub/notes.txt":                []byte("nested regular file\n"),
 		"tokenizer/tokenizer_config.j": []byte("{}"),
+		"odd names/é #1%.txt":          []byte("spaces, unicode, # and %"),
 	}
 }
 
