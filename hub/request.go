@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // call describes one logical HTTP exchange. The same call may be sent several
@@ -115,38 +114,32 @@ func (c *Client) do(ctx context.Context, cl *call) (*http.Response, error) {
 			return nil, &Error{Op: cl.op, Repo: cl.repo, Revision: cl.rev, Path: cl.path, Err: ErrProtocol, Cause: err}
 		}
 		resp, err := hc.Do(req)
-		var wait retryWait
+		var failed *Error
 		switch {
 		case err != nil:
-			if !retryableNetErr(ctx, err) || cl.noRetry {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				return nil, &Error{Op: cl.op, Repo: cl.repo, Revision: cl.rev, Path: cl.path, Err: ErrUnavailable, Cause: scrubURLError(err)}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
 			}
-			wait = retryWait{err: &Error{Op: cl.op, Repo: cl.repo, Revision: cl.rev, Path: cl.path, Err: ErrUnavailable, Cause: scrubURLError(err)}}
+			failed = &Error{Op: cl.op, Repo: cl.repo, Revision: cl.rev, Path: cl.path, Err: ErrUnavailable,
+				Cause: scrubURLError(err)}
+			if cl.noRetry || !retryableNetErr(ctx, err) {
+				return nil, failed
+			}
 		case retryableStatus(resp.StatusCode) && !cl.noRetry:
-			he := c.responseError(resp, cl.op, cl.repo, cl.rev, cl.path)
-			wait = retryWait{err: he, server: he.RetryAfter}
+			failed = c.responseError(resp, cl.op, cl.repo, cl.rev, cl.path)
 		default:
 			return resp, nil
 		}
+		if bo.exhausted() {
+			return nil, failed
+		}
 		c.log.LogAttrs(ctx, slog.LevelWarn, "hub request failed, retrying",
 			slog.String("op", cl.op), slog.String("method", cl.method), slog.String("url", redactURL(cl.url)),
-			slog.String("error", wait.err.Error()), slog.Int("retry", bo.retries+1))
-		ok, serr := bo.wait(ctx, wait.server)
-		if serr != nil {
-			return nil, serr
-		}
-		if !ok {
-			return nil, wait.err
+			slog.String("error", failed.Error()), slog.Int("retry", bo.retries+1), slog.Int("max_retries", bo.max))
+		if _, err := bo.wait(ctx, failed.RetryAfter); err != nil {
+			return nil, err
 		}
 	}
-}
-
-type retryWait struct {
-	err    *Error
-	server time.Duration
 }
 
 // check returns resp if it is 2xx and an *Error otherwise (closing the body).

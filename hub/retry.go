@@ -90,6 +90,9 @@ func (b *backoff) wait(ctx context.Context, serverWait time.Duration) (bool, err
 	return true, nil
 }
 
+// exhausted reports whether every allowed retry has been used.
+func (b *backoff) exhausted() bool { return b.retries >= b.max }
+
 // reset forgets earlier failures, after progress has been made.
 func (b *backoff) reset() {
 	b.retries = 0
