@@ -73,16 +73,16 @@ func (e *Error) Error() string {
 			b.WriteString("@")
 			b.WriteString(e.Revision)
 		}
-		if e.Path != "" {
-			b.WriteString(" ")
-			b.WriteString(e.Path)
-		}
-	} else if e.Path != "" {
+	}
+	if e.Path != "" {
 		b.WriteString(" ")
 		b.WriteString(e.Path)
 	}
-	b.WriteString(": ")
-	if e.Err != nil {
+	b.WriteString(":")
+	// When the cause already names the kind (it wraps the same sentinel),
+	// say it once.
+	if e.Err != nil && (e.Cause == nil || !errors.Is(e.Cause, e.Err)) {
+		b.WriteString(" ")
 		b.WriteString(e.Err.Error())
 	}
 	if e.Status != 0 {
@@ -98,7 +98,10 @@ func (e *Error) Error() string {
 		b.WriteString(e.Message)
 	}
 	if e.Cause != nil {
-		b.WriteString(": ")
+		if e.Err != nil && !errors.Is(e.Cause, e.Err) || e.Message != "" || e.Status != 0 {
+			b.WriteString(":")
+		}
+		b.WriteString(" ")
 		b.WriteString(e.Cause.Error())
 	}
 	return b.String()
