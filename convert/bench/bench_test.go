@@ -23,7 +23,9 @@ import (
 const rank = 16
 
 // BenchmarkConvert is (a) and (b): pair analysis plus migration of one
-// adapter, the pair cache empty on every iteration.
+// adapter, the pair cache emptied at the start of every iteration. The last
+// iteration's analysis stays in the pair's cache directory, where
+// BenchmarkConvertCached finds it.
 func BenchmarkConvert(b *testing.B) {
 	for _, p := range Pairs() {
 		b.Run(p.Name, func(b *testing.B) {
@@ -32,7 +34,10 @@ func BenchmarkConvert(b *testing.B) {
 			m := startMeter()
 			var res *convert.Result
 			for b.Loop() {
-				res = run(b, f, ad, b.TempDir())
+				if err := os.RemoveAll(f.PairCache()); err != nil {
+					b.Fatal(err)
+				}
+				res = run(b, f, ad, f.PairCache())
 				if res.Provenance.Timings.PairCached {
 					b.Fatal("pair analysis came from the cache")
 				}
@@ -44,15 +49,16 @@ func BenchmarkConvert(b *testing.B) {
 }
 
 // BenchmarkConvertCached is (c): one more adapter for a pair whose analysis
-// is already cached (computed before the timer starts, with another adapter).
+// is already cached (left by BenchmarkConvert, or computed before the timer
+// starts with another adapter).
 func BenchmarkConvertCached(b *testing.B) {
 	for _, p := range Pairs() {
 		b.Run(p.Name, func(b *testing.B) {
 			f := fixture(b, p)
-			cache := b.TempDir()
+			cache := f.PairCache()
 			start := time.Now()
-			run(b, f, adapter(b, f, 1), cache)
-			b.Logf("pair analysis (warm-up, untimed): %.1f s", time.Since(start).Seconds())
+			warm := run(b, f, adapter(b, f, 1), cache)
+			b.Logf("warm-up (untimed, pair cached: %v): %.1f s", warm.Provenance.Timings.PairCached, time.Since(start).Seconds())
 			ad := adapter(b, f, 2)
 			m := startMeter()
 			var res *convert.Result
@@ -137,16 +143,20 @@ func reportStages(b *testing.B, res *convert.Result) {
 
 // meter tracks peak memory while the timed loop runs: the kernel's VmHWM
 // (reset at the start; includes resident pages of the mmap'ed weights) and
-// the largest RssAnon sampled every 20 ms (private memory only).
+// the largest RssAnon sampled every 20 ms (private memory only). It also
+// reports cpu-s, the process's CPU seconds per iteration: on a machine
+// shared with other work, cpu-s / GOMAXPROCS estimates the wall time the
+// run would take with the cores to itself.
 type meter struct {
 	reset   bool
+	cpu0    float64
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	anonMax int64
 }
 
 func startMeter() *meter {
-	m := &meter{reset: resetPeakRSS(), stop: make(chan struct{})}
+	m := &meter{reset: resetPeakRSS(), stop: make(chan struct{}), cpu0: cpuSeconds()}
 	m.anonMax = anonRSS()
 	m.wg.Add(1)
 	go func() {
@@ -168,6 +178,9 @@ func startMeter() *meter {
 func (m *meter) report(b *testing.B) {
 	close(m.stop)
 	m.wg.Wait()
+	if c := cpuSeconds(); c >= 0 && m.cpu0 >= 0 {
+		b.ReportMetric((c-m.cpu0)/float64(b.N), "cpu-s")
+	}
 	if p := peakRSS(); p >= 0 {
 		if !m.reset {
 			b.Log("peak RSS could not be reset: it includes fixture generation")

@@ -25,7 +25,7 @@
 //	nice go test -tags openblas -run '^$' -bench 'Convert$/Llama' -benchtime 1x -timeout 2h ./convert/bench
 //	nice go test -tags openblas -run '^$' -bench 'ConvertCached' -benchtime 3x -timeout 2h ./convert/bench
 //
-// Fixtures live in $LORASYNC_BENCH_DIR (default: the bench-cache directory at
+// Fixtures (and the pair caches, pair-cache/PAIR) live in $LORASYNC_BENCH_DIR (default: the bench-cache directory at
 // the repository root, which git ignores), laid out as a Hugging Face hub
 // cache (hub/models--lorasync-bench--NAME/snapshots/COMMIT), so that convert
 // identifies a model by its commit as it does for downloaded models. The

@@ -189,6 +189,12 @@ func (f *Fixture) Adapter(rank int, seed uint64) (string, error) {
 	return dir, err
 }
 
+// PairCache is the convert pair-cache directory the benchmarks use for the
+// pair (one per pair, so that emptying it leaves other pairs' analyses).
+func (f *Fixture) PairCache() string {
+	return filepath.Join(f.root, "pair-cache", f.Pair.Name)
+}
+
 // Describe is a one-line summary of the pair's shapes for logs.
 func (p Pair) Describe() string {
 	js := func(s synth.Spec) string {

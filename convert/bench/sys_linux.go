@@ -60,6 +60,16 @@ func anonRSS() int64 {
 	return -1
 }
 
+// cpuSeconds returns the user + system CPU time of the process so far (all
+// threads, OpenBLAS's included), -1 when unknown.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
 // freeBytes returns the space available to an unprivileged user on the
 // filesystem holding path, -1 when unknown.
 func freeBytes(path string) int64 {

@@ -9,3 +9,4 @@ func resetPeakRSS() bool          { return false }
 func peakRSS() int64              { return -1 }
 func anonRSS() int64              { return -1 }
 func freeBytes(path string) int64 { return -1 }
+func cpuSeconds() float64         { return -1 }
