@@ -66,14 +66,16 @@ func (c *Client) Snapshot(ctx context.Context, repo, rev string, opts SnapshotOp
 		commit = info.SHA
 	}
 
-	files, err := c.treeAt(ctx, rc, commit)
+	files, cached, err := c.treeAt(ctx, rc, commit)
 	if err != nil {
 		return "", err
 	}
 	// Nothing has been written so far; the listing is known to be safe from here.
 	writeCacheDirTag(c.cacheDir)
-	if err := rc.writeTree(commit, files); err != nil {
-		return "", fmt.Errorf("hub: snapshot %s@%s: write tree cache: %w", repo, rev, err)
+	if !cached {
+		if err := rc.writeTree(commit, files); err != nil {
+			return "", fmt.Errorf("hub: snapshot %s@%s: write tree cache: %w", repo, rev, err)
+		}
 	}
 	if err := rc.writeRef(rev, commit); err != nil {
 		return "", fmt.Errorf("hub: snapshot %s@%s: write ref: %w", repo, rev, err)
@@ -104,22 +106,22 @@ func (c *Client) Snapshot(ctx context.Context, repo, rev string, opts SnapshotOp
 }
 
 // treeAt returns the validated file listing of commit, from the cache's
-// trees/{commit}.json or from the Hub's recursive tree.
-func (c *Client) treeAt(ctx context.Context, rc *repoCache, commit string) (map[string]treeEntry, error) {
+// trees/{commit}.json (cached = true) or from the Hub's recursive tree.
+func (c *Client) treeAt(ctx context.Context, rc *repoCache, commit string) (files map[string]treeEntry, cached bool, err error) {
 	if files, ok := rc.readTree(commit); ok {
-		return files, nil
+		return files, true, nil
 	}
 	entries, err := c.ListTree(ctx, rc.repo, commit, "", true)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	files := make(map[string]treeEntry, len(entries))
+	files = make(map[string]treeEntry, len(entries))
 	for _, e := range entries {
 		if e.Type != "file" {
 			continue
 		}
 		if err := checkRelPath(e.Path); err != nil {
-			return nil, &Error{Op: "snapshot", Repo: rc.repo, Revision: commit, Path: e.Path,
+			return nil, false, &Error{Op: "snapshot", Repo: rc.repo, Revision: commit, Path: e.Path,
 				Err: ErrUnsafePath, Cause: err, Message: "refusing a listing with an unsafe path; nothing was written"}
 		}
 		te := treeEntry{Size: e.Size, BlobID: e.OID}
@@ -129,16 +131,16 @@ func (c *Client) treeAt(ctx context.Context, rc *repoCache, commit string) (map[
 			te.Size = e.LFS.Size
 		}
 		if !etagRE.MatchString(te.etag()) || te.Size < 0 {
-			return nil, &Error{Op: "snapshot", Repo: rc.repo, Revision: commit, Path: e.Path, Err: ErrProtocol,
+			return nil, false, &Error{Op: "snapshot", Repo: rc.repo, Revision: commit, Path: e.Path, Err: ErrProtocol,
 				Message: fmt.Sprintf("listing has unusable oid %q / size %d", te.etag(), te.Size)}
 		}
 		if _, dup := files[e.Path]; dup {
-			return nil, &Error{Op: "snapshot", Repo: rc.repo, Revision: commit, Path: e.Path, Err: ErrProtocol,
+			return nil, false, &Error{Op: "snapshot", Repo: rc.repo, Revision: commit, Path: e.Path, Err: ErrProtocol,
 				Message: "listing names the file twice"}
 		}
 		files[e.Path] = te
 	}
-	return files, nil
+	return files, false, nil
 }
 
 func selectPaths(files map[string]treeEntry, opts SnapshotOptions) []string {
