@@ -99,6 +99,15 @@ func (c *carrier) layer(lo, ln int, hm []int) {
 					block[i] += v / float32(len(srcs))
 				}
 			}
+			if ob, nb := oc.Bias(lo, r), nc.Bias(ln, r); ob != "" && nb != "" {
+				bias := c.new.W[nb][g*h : (g+1)*h]
+				clear(bias)
+				for s := range srcs {
+					for i, v := range c.old.W[ob][s*h : (s+1)*h] {
+						bias[i] += v / float32(len(srcs))
+					}
+				}
+			}
 		}
 	}
 	// o: d x (H h); new columns of head b = P^T (old columns of head hm[b]).
@@ -112,7 +121,7 @@ func (c *carrier) layer(lo, ln int, hm []int) {
 			}
 		}
 	}
-	// MLP: gate/up rows carried by P; down columns by P^T.
+	// MLP: gate/up rows carried by P; down columns by P^T, new ones zero.
 	io := oc.Intermediate
 	for _, r := range []arch.Role{arch.Gate, arch.Up} {
 		copy(nw(r)[:io*dn], c.rowsTimesP(ow(r), io))
@@ -120,9 +129,15 @@ func (c *carrier) layer(lo, ln int, hm []int) {
 	var down mat.Dense
 	down.Mul(c.p.T(), mat.NewDense(do, io, f64(ow(arch.Down))))
 	dst := nw(arch.Down)
+	// New neurons (columns io..) write nothing back, so the carried layer
+	// computes exactly what the old one did.
 	for i := 0; i < dn; i++ {
-		for k := 0; k < io; k++ {
-			dst[i*nc.Intermediate+k] = float32(down.At(i, k))
+		row := dst[i*nc.Intermediate : (i+1)*nc.Intermediate]
+		for k := range row {
+			row[k] = 0
+			if k < io {
+				row[k] = float32(down.At(i, k))
+			}
 		}
 	}
 	// Biases of carried heads (qwen2) follow their heads.

@@ -2,6 +2,8 @@ package synth
 
 import (
 	"fmt"
+	"math"
+	"strings"
 
 	"gonum.org/v1/gonum/mat"
 
@@ -50,7 +52,11 @@ type Truth struct {
 // carried layer: Q_n[b] = Q_o[HeadMap[b]] P, O_n[:, b] = P^T O_o[:, HeadMap[b]],
 // K_n/V_n[g] = the mean over the old KV heads feeding new group g, times P
 // (exact when the KV head count is unchanged), MLP gate/up = [W_o P; new rows],
-// down = [P^T W_o, new columns]. Layers not carried are small random blocks.
+// down = [P^T W_o, 0]. Layers not carried are small random blocks.
+// RMSNorm weights over the hidden size become sqrt(d_o/d_n) times the old
+// mean weight, so that RMSNorm(x P) = RMSNorm_old(x) P whenever the old
+// weights are constant (as Random makes them): carried layers then compute
+// exactly what the old ones did, in the rotated space.
 // Embedding rows move to their new ids: E_n[NewID[t]] = E_o[t] P (+ noise).
 func Upgrade(old *Model, up UpgradeSpec) (*Model, *Truth, error) {
 	op := old.Spec
@@ -96,6 +102,7 @@ func Upgrade(old *Model, up UpgradeSpec) (*Model, *Truth, error) {
 	if tr.Layers, err = layerPlacement(rng, op.Layers, ns.Layers, up.RandomLayers); err != nil {
 		return nil, nil, err
 	}
+	scaleNorms(old, nm)
 	tr.NewID = carryVocab(rng, old, nm, up.ExtraVocab)
 	c := carrier{old: old, new: nm, p: tr.P}
 	c.embeddings(tr.NewID, up.EmbedNoise, rng)
@@ -178,4 +185,32 @@ func scale(v []float32, s float32) {
 	for i := range v {
 		v[i] *= s
 	}
+}
+
+// scaleNorms sets every hidden-size RMSNorm weight of nm to sqrt(d_o/d_n)
+// times the mean of old's, which keeps RMSNorm equivariant under P (RMS over
+// d_n of x P is sqrt(d_o/d_n) times the RMS over d_o of x).
+func scaleNorms(old, nm *Model) {
+	var sum float64
+	var n int
+	for _, t := range old.Config.Tensors() {
+		if isHiddenNorm(old.Config, t) {
+			for _, v := range old.W[t.Name] {
+				sum += float64(v)
+				n++
+			}
+		}
+	}
+	w := float32(sum / float64(n) * math.Sqrt(float64(old.Config.Hidden)/float64(nm.Config.Hidden)))
+	for _, t := range nm.Config.Tensors() {
+		if isHiddenNorm(nm.Config, t) {
+			for i := range nm.W[t.Name] {
+				nm.W[t.Name][i] = w
+			}
+		}
+	}
+}
+
+func isHiddenNorm(c *arch.Config, t arch.TensorSpec) bool {
+	return len(t.Shape) == 1 && t.Shape[0] == c.Hidden && strings.Contains(t.Name, "norm")
 }
