@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/lorasync/lorasync/convert/safetensors"
@@ -25,6 +27,9 @@ type WriteOptions struct {
 	Tags []string
 	// Provenance is marshalled, indented, into lorasync.json (required).
 	Provenance any
+	// Extra files written beside the adapter (e.g. a layer-similarity
+	// heatmap), by base name; names of the adapter's own files are refused.
+	Extra map[string][]byte
 }
 
 // Write stores a in dir as a PEFT adapter: adapter_config.json (a.Config with
@@ -75,14 +80,23 @@ func Write(dir string, a *Adapter, opts WriteOptions) (err error) {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return fmt.Errorf("peft: %w", err)
 	}
-	for _, f := range []struct {
+	type file struct {
 		name string
 		data []byte
-	}{
+	}
+	files := []file{
 		{ConfigFile, append(cfgJSON, '\n')},
 		{ProvenanceFile, append(prov, '\n')},
 		{CardFile, card},
-	} {
+	}
+	for _, name := range slices.Sorted(maps.Keys(opts.Extra)) {
+		reserved := name == WeightsFile || slices.ContainsFunc(files, func(f file) bool { return f.name == name })
+		if reserved || name != filepath.Base(name) || name == "." || name == ".." {
+			return fmt.Errorf("peft: write %s: extra file name %q is not allowed", dir, name)
+		}
+		files = append(files, file{name, opts.Extra[name]})
+	}
+	for _, f := range files {
 		if err := writeSynced(filepath.Join(tmp, f.name), f.data); err != nil {
 			return err
 		}

@@ -204,3 +204,31 @@ func TestRetarget(t *testing.T) {
 		t.Errorf("reloaded %d modules", len(b.Modules))
 	}
 }
+
+// Extra files land beside the adapter; names that would clobber the adapter's
+// own files or leave the directory are refused before anything is written.
+func TestWriteExtraFiles(t *testing.T) {
+	a, err := Load(writeAdapter(t, baseConfig(), qvPairs(2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "migrated")
+	opts := WriteOptions{BaseModel: "b", Provenance: provenance{}, Extra: map[string][]byte{"heatmap.png": []byte("png")}}
+	if err := Write(out, a, opts); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(out, "heatmap.png")); err != nil || string(got) != "png" {
+		t.Fatalf("extra file: %q, %v", got, err)
+	}
+	for _, bad := range []string{ConfigFile, WeightsFile, CardFile, ProvenanceFile, "../escape", "sub/file", ".."} {
+		opts.Extra = map[string][]byte{bad: nil}
+		target := filepath.Join(dir, "bad")
+		if err := Write(target, a, opts); err == nil || !strings.Contains(err.Error(), "not allowed") {
+			t.Errorf("extra %q: err = %v", bad, err)
+		}
+		if _, err := os.Stat(target); err == nil {
+			t.Errorf("extra %q: the refused write created %s", bad, target)
+		}
+	}
+}
