@@ -208,7 +208,7 @@ func TestRetarget(t *testing.T) {
 // Extra files land beside the adapter; names that would clobber the adapter's
 // own files or leave the directory are refused before anything is written.
 func TestWriteExtraFiles(t *testing.T) {
-	a, err := Load(writeAdapter(t, baseConfig(), qvPairs(2)))
+	a, err := Load(writeAdapter(t, baseConfig(), qvPairs(4)))
 	if err != nil {
 		t.Fatal(err)
 	}
