@@ -53,7 +53,8 @@ type Daemon struct {
 	clock   Clock
 	rnd     func() float64
 	dryRun  bool
-	pairs   *pairLocks
+	pairs   *keyedLocks // base pairs being analysed
+	targets *keyedLocks // push targets
 	notify  *notifier
 
 	kickCh   chan struct{}
@@ -99,7 +100,8 @@ func New(opts Options) (*Daemon, error) {
 		clock:    opts.Clock,
 		rnd:      opts.Rand,
 		dryRun:   opts.DryRun,
-		pairs:    newPairLocks(),
+		pairs:    newKeyedLocks(),
+		targets:  newKeyedLocks(),
 		kickCh:   make(chan struct{}, 1),
 		inflight: map[state.JobKey]bool{},
 		loops:    map[string]*loop{},

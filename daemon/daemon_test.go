@@ -67,7 +67,12 @@ func TestRunPollsOnScheduleMigratesAndStops(t *testing.T) {
 	if code, body := get(t, srv.URL+"/readyz"); code != 200 {
 		t.Errorf("/readyz = %d %s while running", code, body)
 	}
-	_, metrics := get(t, srv.URL+"/metrics")
+	// The gauges are refreshed right after the job is recorded: wait for them.
+	var metrics string
+	eventually(t, "job gauges updated", func() bool {
+		_, metrics = get(t, srv.URL+"/metrics")
+		return strings.Contains(metrics, `lorasync_jobs{state="done"} 1`)
+	})
 	for _, want := range []string{`lorasync_jobs{state="done"} 1`, `lorasync_pushes_total{kind="pushed"} 1`,
 		"lorasync_config_last_reload_successful 1", `lorasync_last_successful_poll_timestamp_seconds{track="t"}`,
 		"lorasync_downloaded_bytes_total", "lorasync_job_duration_seconds_bucket"} {

@@ -147,6 +147,9 @@ func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, ru
 		j.Status, j.LastError, j.NextAttempt, j.Finished = state.Done, "", time.Time{}, now
 		j.Attempts++
 		outcome = "done"
+	case errors.Is(runErr, errSuperseded):
+		j.Status, j.LastError, j.Finished = state.Superseded, runErr.Error(), now
+		outcome = "superseded"
 	case ctx.Err() != nil:
 		// Shutdown: not the job's fault; it resumes on the next start.
 		j.Status, j.LastError = state.Pending, "interrupted by shutdown; resumes on next start"
@@ -179,6 +182,8 @@ func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, ru
 		d.log.Error("job parked; it will not be retried until reset", "job", j.Key.String(), "attempts", j.Attempts, "err", runErr)
 	case "interrupted":
 		d.log.Info("job interrupted by shutdown", "job", j.Key.String())
+	case "superseded":
+		d.log.Info("job superseded by a newer base commit; not pushed", "job", j.Key.String(), "reason", j.LastError)
 	}
 	d.refreshGauges()
 }

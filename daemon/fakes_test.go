@@ -261,11 +261,16 @@ type fakeConverter struct {
 	running    map[string]int
 	maxPerPair int
 	delay      time.Duration
+	// onConvert, if set, runs at the start of every Convert.
+	onConvert func(ConvertRequest)
 }
 
 func newFakeConverter() *fakeConverter { return &fakeConverter{running: map[string]int{}} }
 
 func (c *fakeConverter) Convert(ctx context.Context, req ConvertRequest) (ConvertResult, error) {
+	if c.onConvert != nil {
+		c.onConvert(req)
+	}
 	pair := req.OldBaseDir + "->" + req.NewBaseDir
 	c.mu.Lock()
 	c.calls++

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -40,6 +41,9 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	}
 	tg, err := targetFor(tr, ad, job.Key.BaseRepo)
 	if err != nil {
+		return job, err
+	}
+	if err := d.checkSuperseded(job); err != nil {
 		return job, err
 	}
 
@@ -107,8 +111,17 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 		return job, err
 	}
 
-	// push, after a last reconcile against the head we build on.
+	// push, after a last supersede check and reconcile against the head we
+	// build on, all under the target's lock.
 	if err := ctx.Err(); err != nil {
+		return job, err
+	}
+	unlockTarget, err := d.targets.lock(ctx, tg.String())
+	if err != nil {
+		return job, err
+	}
+	defer unlockTarget()
+	if err := d.checkSuperseded(job); err != nil {
 		return job, err
 	}
 	found, parent, err := reconcile(ctx, d.hub, tg, job)
@@ -144,6 +157,31 @@ func (d *Daemon) reconciled(job state.Job, tg target, found *existing) state.Job
 	job.OutputRepo, job.OutputRevision, job.OutputCommit, job.PullRequest = tg.Repo, tg.Revision, found.Commit, found.PullRequest
 	job.Reconciled = true
 	return job
+}
+
+// errSuperseded is wrapped when a newer commit of the job's base repo was
+// recorded: its own job migrates instead, and pushing this one could put
+// an older migration on top of a newer one.
+var errSuperseded = errors.New("superseded")
+
+func (d *Daemon) checkSuperseded(job state.Job) error {
+	var latest string
+	err := d.store.View(func(tx *state.Tx) error {
+		ts, _, err := tx.Track(job.Key.Track)
+		for _, v := range ts.Latest() {
+			if v.Repo == job.Key.BaseRepo {
+				latest = v.Commit
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if latest != "" && latest != job.Key.BaseCommit {
+		return fmt.Errorf("%w by %s@%s", errSuperseded, job.Key.BaseRepo, short(latest))
+	}
+	return nil
 }
 
 func (d *Daemon) resolveAdapter(ctx context.Context, ad Adapter) (string, error) {
@@ -208,22 +246,25 @@ func short(commit string) string {
 	return commit
 }
 
-// pairLocks serialises conversions of the same base pair so that the
-// converter's pair-analysis cache is computed once and then shared.
-type pairLocks struct {
+// keyedLocks are cancellable mutexes by name. The daemon keeps two sets:
+// base pairs, so that the converter's pair-analysis cache is computed once
+// and then shared, and push targets, so that the supersede check, the
+// reconcile and the push of one target are never interleaved with another
+// job's.
+type keyedLocks struct {
 	mu sync.Mutex
 	m  map[string]chan struct{} // a 1-slot channel per pair: waiting is cancellable
 }
 
-func newPairLocks() *pairLocks { return &pairLocks{m: map[string]chan struct{}{}} }
+func newKeyedLocks() *keyedLocks { return &keyedLocks{m: map[string]chan struct{}{}} }
 
-// lock waits for the pair's lock or ctx; the returned func releases it.
-func (p *pairLocks) lock(ctx context.Context, pair string) (func(), error) {
+// lock waits for key's lock or ctx; the returned func releases it.
+func (p *keyedLocks) lock(ctx context.Context, key string) (func(), error) {
 	p.mu.Lock()
-	ch, ok := p.m[pair]
+	ch, ok := p.m[key]
 	if !ok {
 		ch = make(chan struct{}, 1)
-		p.m[pair] = ch
+		p.m[key] = ch
 	}
 	p.mu.Unlock()
 	select {

@@ -400,3 +400,73 @@ tracks:
 		t.Errorf("%d conversions of one pair ran at once, want 1", h.conv.maxPerPair)
 	}
 }
+
+// A job waiting for a retry is superseded when a newer commit of the same
+// base arrives: only the newer migration is pushed.
+func TestWaitingJobSupersededByNewerCommit(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	c1 := h.hub.commit("org/base", "main", baseFiles("v1"))
+	h.hub.failNext("Upload", 1)
+	h.runOnce()
+	c2 := h.hub.commit("org/base", "main", baseFiles("v2"))
+	h.clock.Advance(time.Hour)
+	h.runOnce()
+
+	byCommit := map[string]state.Job{}
+	for _, j := range h.jobs() {
+		byCommit[j.Key.BaseCommit] = j
+	}
+	if j := byCommit[c1]; j.Status != state.Superseded || !strings.Contains(j.LastError, "superseded by org/base@") {
+		t.Errorf("c1 job = %+v", j)
+	}
+	if j := byCommit[c2]; j.Status != state.Done {
+		t.Errorf("c2 job = %+v", j)
+	}
+	if n := h.hub.uploadCount(); n != 1 {
+		t.Fatalf("%d uploads, want 1 (c2 only)", n)
+	}
+	prov, _ := h.hub.file("acme/math-base", "main", ProvenanceFile)
+	if p := readProvenance(t, prov); p.NewBase.Commit != c2 {
+		t.Errorf("target holds the migration to %s, want %s", p.NewBase.Commit, c2)
+	}
+}
+
+// A newer commit recorded while a job converts stops that job before its
+// push, so an older migration never lands on top of a newer one.
+func TestRunningJobSupersededBeforePush(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	c1 := h.hub.commit("org/base", "main", baseFiles("v1"))
+	d := h.daemon(false)
+	var c2 string
+	h.conv.onConvert = func(req ConvertRequest) {
+		if req.NewBaseCommit != c1 || c2 != "" {
+			return
+		}
+		c2 = h.hub.commit("org/base", "main", baseFiles("v2"))
+		if rep := d.pollTrack(context.Background(), "t"); len(rep.NewVersions) != 1 {
+			t.Errorf("poll during the conversion: %+v", rep)
+		}
+	}
+	if _, err := d.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	byCommit := map[string]state.Job{}
+	for _, j := range h.jobs() {
+		byCommit[j.Key.BaseCommit] = j
+	}
+	if j := byCommit[c1]; j.Status != state.Superseded {
+		t.Errorf("c1 job = %+v", j)
+	}
+	if j := byCommit[c2]; j.Status != state.Done {
+		t.Errorf("c2 job = %+v", j)
+	}
+	if n := h.hub.uploadCount(); n != 1 || h.hub.uploads[0].Message == "" || !strings.Contains(h.hub.uploads[0].Message, c2) {
+		t.Errorf("%d uploads; want exactly the c2 migration", n)
+	}
+}

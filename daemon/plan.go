@@ -118,9 +118,31 @@ func (d *Daemon) recordPollError(name string, prev state.TrackState, now time.Ti
 // ensureJobs creates the missing jobs of a track: every registered adapter
 // times the latest version of every repo the track has moved to. A job
 // that exists (in any status) is left alone, so nothing is migrated twice.
+// Waiting jobs (pending, failed) for an older commit of a repo are marked
+// superseded: the newer commit's job replaces them. (A running one is
+// stopped before its push; see runJob.)
 func ensureJobs(tx *state.Tx, tr config.Track, ts state.TrackState, adapters []Adapter, now time.Time) ([]state.JobKey, error) {
 	if ts.BaselineCommit == "" {
 		return nil, nil // never polled: no versions yet
+	}
+	latest := map[string]string{}
+	for _, v := range ts.Latest() {
+		latest[v.Repo] = v.Commit
+	}
+	jobs, err := tx.Jobs(tr.Name)
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		c, ok := latest[j.Key.BaseRepo]
+		if !ok || c == j.Key.BaseCommit || (j.Status != state.Pending && j.Status != state.Failed) {
+			continue
+		}
+		j.Status, j.Updated, j.Finished = state.Superseded, now, now
+		j.LastError = fmt.Sprintf("superseded by %s@%s", j.Key.BaseRepo, short(c))
+		if err := tx.PutJob(j); err != nil {
+			return nil, err
+		}
 	}
 	var created []state.JobKey
 	for _, v := range ts.Latest() {

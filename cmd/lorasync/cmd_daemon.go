@@ -307,6 +307,8 @@ func jobOutcome(j state.Job) string {
 		return fmt.Sprintf("failed (attempt %d, retry after %s): %s", j.Attempts, j.NextAttempt.Format(time.RFC3339), j.LastError)
 	case state.Parked:
 		return fmt.Sprintf("parked after %d attempts: %s", j.Attempts, j.LastError)
+	case state.Superseded:
+		return j.LastError
 	}
 	return string(j.Status)
 }
@@ -377,8 +379,8 @@ func printStatus(w io.Writer, snap *state.Snapshot) {
 		}
 	}
 	c := snap.Counts
-	fmt.Fprintf(w, "jobs: %d running, %d pending, %d failed, %d parked, %d done\n",
-		c[state.Running], c[state.Pending], c[state.Failed], c[state.Parked], c[state.Done])
+	fmt.Fprintf(w, "jobs: %d running, %d pending, %d failed, %d parked, %d done, %d superseded\n",
+		c[state.Running], c[state.Pending], c[state.Failed], c[state.Parked], c[state.Done], c[state.Superseded])
 	if len(snap.Jobs) == 0 {
 		return
 	}
@@ -392,7 +394,7 @@ func printStatus(w io.Writer, snap *state.Snapshot) {
 			if j.PullRequest != "" {
 				result += " " + j.PullRequest
 			}
-		case state.Failed, state.Parked, state.Pending:
+		case state.Failed, state.Parked, state.Pending, state.Superseded:
 			result = oneLine(j.LastError)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", j.Status, j.Attempts, j.Key, result)

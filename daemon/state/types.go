@@ -11,6 +11,8 @@ import (
 //	pending -> running -> done
 //	                   -> failed (retry at NextAttempt) -> running ...
 //	                   -> parked (gave up; needs a human)
+//	pending, failed, running -> superseded (a newer commit of the same base
+//	                            repo arrived first; its job migrates instead)
 //
 // A job found running at startup was interrupted and goes back to pending.
 type Status string
@@ -21,13 +23,16 @@ const (
 	Done    Status = "done"
 	Failed  Status = "failed"
 	Parked  Status = "parked"
+	// Superseded jobs were overtaken by a newer version of the same repo;
+	// pushing them would overwrite a newer migration with an older one.
+	Superseded Status = "superseded"
 )
 
 // Statuses lists every status, in lifecycle order (for metrics and status).
-var Statuses = []Status{Pending, Running, Failed, Parked, Done}
+var Statuses = []Status{Pending, Running, Failed, Parked, Done, Superseded}
 
 // Terminal reports whether a job in this status will not run again by itself.
-func (s Status) Terminal() bool { return s == Done || s == Parked }
+func (s Status) Terminal() bool { return s == Done || s == Parked || s == Superseded }
 
 // JobKey identifies one migration: one adapter of one track to one new base
 // version. The same key is never migrated twice.
