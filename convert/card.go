@@ -44,6 +44,14 @@ func WriteSummary(w io.Writer, p *Provenance) {
 		fmt.Fprintf(w, ", relative residual %.3g", r)
 	}
 	fmt.Fprintf(w, " over %d shared tokens (%s)\n", p.Vocabulary.SharedTokens, p.Vocabulary.Method)
+	switch {
+	case p.CKA != nil:
+		fmt.Fprintf(w, "layer map: cka over %d calibration lines (%d samples, %s pooling), order-preserving DP\n", p.CKA.Lines, p.CKA.Samples, p.CKA.Pool)
+	case p.LayerMapReason != "":
+		fmt.Fprintf(w, "layer map: %s (%s)\n", p.Options.LayerMap, p.LayerMapReason)
+	default:
+		fmt.Fprintf(w, "layer map: %s\n", p.Options.LayerMap)
+	}
 	fmt.Fprintf(w, "layers (old -> new, head similarity, q/k/v/o fit residual, max gain):\n")
 	for _, h := range p.Heads {
 		fmt.Fprintf(w, "  %3d -> %-3d  sim %.3f  fit %.2f/%.2f/%.2f/%.2f  gain %.2f\n", h.OldLayer, h.NewLayer, h.MeanSimilarity,

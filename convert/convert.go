@@ -18,6 +18,10 @@ import (
 // Options did not allow a partial adapter).
 var ErrUnmapped = errors.New("adapter modules cannot be migrated")
 
+// HeatmapFile is the PNG of the layer similarity matrix with the chosen
+// layer map, written beside the adapter when the map came from a matrix.
+const HeatmapFile = "layer_similarity.png"
+
 // Result describes a finished migration.
 type Result struct {
 	Out        string
@@ -75,11 +79,18 @@ func Convert(ctx context.Context, o Options) (*Result, error) {
 	prov.Timings.ProjectSeconds = projSeconds
 	prov.Timings.TotalSeconds = time.Since(start).Seconds()
 
+	extra := map[string][]byte{}
+	if png, err := heatmap(pair); err != nil {
+		return nil, fmt.Errorf("convert: layer similarity heatmap: %w", err)
+	} else if png != nil {
+		extra[HeatmapFile] = png
+	}
 	if err := peft.Write(o.Out, out, peft.WriteOptions{
 		BaseModel:  o.NewBaseName,
 		Revision:   o.NewBaseRevision,
 		Card:       modelCard(o, &prov),
 		Provenance: &prov,
+		Extra:      extra,
 	}); err != nil {
 		return nil, err
 	}
@@ -129,7 +140,7 @@ func provenance(o Options, old, nw *model, adID string, pair *Pair, cached bool)
 		NewBase: Input{Name: o.Inputs["new_base"], Dir: abs(nw.dir), ID: nw.id},
 		Adapter: Input{Name: o.Inputs["adapter"], Dir: abs(o.Adapter), ID: "sha256:" + adID},
 	}
-	p.Options = ProvenanceOpts{LayerMap: pair.LayerMap, Transfer: o.Transfer, HeadTransfer: string(pa.HeadTransfer), InputMap: string(o.InputMap)}
+	p.Options = ProvenanceOpts{LayerMap: pair.LayerMapKind, LayerMapAsk: pair.LayerMap, Transfer: o.Transfer, HeadTransfer: string(pa.HeadTransfer), InputMap: string(o.InputMap)}
 	p.Vocabulary.Method, p.Vocabulary.SharedTokens = pair.VocabMethod, pair.SharedTokens
 	tr := pa.Transfer
 	p.Transfer.DOld, p.Transfer.DNew, p.Transfer.Identity, p.Transfer.Ridge = tr.DOld, tr.DNew, tr.Identity, tr.Ridge
@@ -138,6 +149,7 @@ func provenance(o Options, old, nw *model, adID string, pair *Pair, cached bool)
 		p.Transfer.Residual = jsonFloat(tr.Residual)
 	}
 	p.LayerMap = pa.LayerMap
+	p.LayerMapReason, p.LayerSimilarity, p.CKA = pair.LayerMapReason, pair.Similarity, pair.CKA
 	p.Heads, p.Lineage = headReports(pa)
 	p.Timings = Timings{PairCached: cached, TransferSeconds: pair.TransferSeconds, LayersSeconds: pair.LayersSeconds}
 	return p

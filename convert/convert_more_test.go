@@ -53,6 +53,8 @@ func checkAgainstTruth(t *testing.T, dir string, out string, old, nw *synth.Mode
 	return worst
 }
 
+var attentionRoles = []arch.Role{arch.Q, arch.K, arch.V, arch.O}
+
 func TestGramHeadTransferRecorded(t *testing.T) {
 	dir, old, nw, truth := fixture(t, synth.UpgradeSpec{Hidden: 48, Layers: 5, Intermediate: 64, ExtraVocab: 40, Seed: 13})
 	o := opts(dir)
@@ -202,7 +204,7 @@ func TestConvertRefusesBadInput(t *testing.T) {
 		want string
 	}{
 		{"foreign adapter", func(o *Options) { o.Adapter = filepath.Join(dir, "foreign") }, "does not fit the old base"},
-		{"unknown layer map", func(o *Options) { o.LayerMap = "zigzag" }, "want linear, explicit"},
+		{"unknown layer map", func(o *Options) { o.LayerMap = "zigzag" }, "want auto, cka, linear"},
 		{"bad explicit map", func(o *Options) { o.LayerMap = "explicit:2,1,0" }, "layer map"},
 		{"identity across widths", func(o *Options) { o.Transfer = TransferIdentity }, "equal hidden sizes"},
 		{"bad head transfer", func(o *Options) { o.HeadTransfer = "magic" }, "head transfer"},

@@ -52,6 +52,7 @@ func opts(dir string) Options {
 		OldBase: filepath.Join(dir, "old"), NewBase: filepath.Join(dir, "new"),
 		Adapter: filepath.Join(dir, "adapter"), Out: filepath.Join(dir, "out"),
 		CacheDir: filepath.Join(dir, "cache"), NewBaseName: "synth/new",
+		LayerMap: LayerMapLinear, // the planted placement; cka has its own tests
 	}
 }
 

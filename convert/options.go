@@ -23,6 +23,7 @@ const (
 	LayerMapExplicit   = "explicit"   // explicit:J0,J1,...
 	LayerMapSimilarity = "similarity" // similarity:FILE, DP over a given L_old x L_new matrix
 	LayerMapCKA        = "cka"        // DP over CKA of activations (needs the forward pass)
+	LayerMapAuto       = "auto"       // cka when both models can be run, else linear (the default)
 )
 
 // Options say what to migrate and how. The zero values of the method fields
@@ -39,10 +40,14 @@ type Options struct {
 	// its commit, when known.
 	NewBaseName, NewBaseRevision string
 
-	LayerMap     string                 // "linear", "explicit:J0,J1,...", "similarity:FILE" or "cka"
+	LayerMap     string                 // "auto" (default), "linear", "explicit:J0,J1,...", "similarity:FILE" or "cka"
 	Transfer     string                 // "lstsq" or "identity"
 	HeadTransfer lorasuite.HeadTransfer // "lstsq" or "gram"
 	InputMap     lorasuite.InputMap     // "wx" or "pinv"
+
+	// Calibration is a text file of calibration lines for cka (one sample
+	// per line); empty means the built-in set.
+	Calibration string
 
 	// CacheDir holds pair analyses (CacheDir/pairs); "" disables the cache.
 	CacheDir string
@@ -61,6 +66,9 @@ type layerMapSpec struct {
 	targets []int       // explicit
 	file    string      // similarity
 	sim     [][]float64 // similarity, read from file
+	// calibration lines for cka/auto and their content hash (cache key)
+	lines         []string
+	calibrationID string
 }
 
 // String is the canonical form used in cache keys and provenance.
@@ -83,10 +91,13 @@ func (s layerMapSpec) String() string {
 func parseLayerMap(v string) (layerMapSpec, error) {
 	kind, arg, _ := strings.Cut(v, ":")
 	switch kind {
-	case "", LayerMapLinear:
-		return layerMapSpec{kind: LayerMapLinear}, nil
-	case LayerMapCKA:
-		return layerMapSpec{}, fmt.Errorf("layer map %q: CKA from activations is not available yet; use linear, explicit:J0,J1,... or similarity:FILE", v)
+	case "":
+		return layerMapSpec{kind: LayerMapAuto}, nil
+	case LayerMapLinear, LayerMapCKA, LayerMapAuto:
+		if arg != "" {
+			return layerMapSpec{}, fmt.Errorf("layer map %q: %s takes no argument", v, kind)
+		}
+		return layerMapSpec{kind: kind}, nil
 	case LayerMapExplicit:
 		var s layerMapSpec
 		s.kind = kind
@@ -109,7 +120,7 @@ func parseLayerMap(v string) (layerMapSpec, error) {
 		}
 		return s, nil
 	}
-	return layerMapSpec{}, fmt.Errorf("layer map %q: want linear, explicit:J0,J1,..., similarity:FILE or cka", v)
+	return layerMapSpec{}, fmt.Errorf("layer map %q: want auto, cka, linear, explicit:J0,J1,... or similarity:FILE", v)
 }
 
 // withDefaults validates o and fills the method defaults.
@@ -140,6 +151,11 @@ func (o Options) withDefaults() (Options, layerMapSpec, error) {
 	lm, err := parseLayerMap(o.LayerMap)
 	if err != nil {
 		return o, lm, fmt.Errorf("convert: %w", err)
+	}
+	if lm.kind == LayerMapCKA || lm.kind == LayerMapAuto {
+		if lm.lines, lm.calibrationID, err = calibration(o.Calibration); err != nil {
+			return o, lm, fmt.Errorf("convert: %w", err)
+		}
 	}
 	o.LayerMap = lm.kind
 	if o.NewBaseName == "" {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
-	"gonum.org/v1/gonum/mat"
 
 	"github.com/lorasync/lorasync/convert/lorasuite"
 	"github.com/lorasync/lorasync/convert/safetensors"
@@ -30,7 +29,15 @@ type Pair struct {
 	OldID    string // content identity of the old base (commit:... or sha256:...)
 	NewID    string
 	Transfer string // lstsq or identity
-	LayerMap string // canonical layer-map spec
+	LayerMap string // canonical layer-map spec as asked ("auto" included)
+	// LayerMapKind is the layer map actually used (auto resolved) and
+	// LayerMapReason why, when auto did not choose cka.
+	LayerMapKind, LayerMapReason string
+	// Similarity is the L_old x L_new matrix the DP ran on (cka or a
+	// user's similarity file); nil for linear and explicit maps.
+	Similarity [][]float64
+	// CKA describes the calibration behind a cka Similarity.
+	CKA *CKAInfo
 	// VocabMethod says how the shared vocabulary was found (VocabBytes or
 	// VocabIDs); SharedTokens how many rows the transfer was fitted on.
 	VocabMethod  string
@@ -43,7 +50,7 @@ type Pair struct {
 // pairKey hashes everything the analysis depends on.
 func pairKey(old, new *model, o Options, lm layerMapSpec) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "lorasync pair v%d\x00%s\x00%s\x00%s\x00%s\x00%s", pairFormat, old.id, new.id, o.Transfer, o.HeadTransfer, lm)
+	fmt.Fprintf(h, "lorasync pair v%d\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s", pairFormat, old.id, new.id, o.Transfer, o.HeadTransfer, lm, lm.calibrationID)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -96,7 +103,7 @@ func computePair(ctx context.Context, old, new *model, o Options, lm layerMapSpe
 	p.TransferSeconds = time.Since(start).Seconds()
 	o.Logger.Info("transfer matrix", "method", o.Transfer, "shared_tokens", p.SharedTokens, "residual", tr.Residual, "seconds", p.TransferSeconds)
 
-	layers, err := layerMap(old, new, lm)
+	layers, err := layerMap(ctx, old, new, lm, o, p)
 	if err != nil {
 		return nil, err
 	}
@@ -143,37 +150,6 @@ func transferMatrix(ctx context.Context, old, new *model, o Options, p *Pair) (*
 		return nil, fmt.Errorf("convert: transfer matrix %s -> %s: %w", old.dir, new.dir, err)
 	}
 	return tr, nil
-}
-
-// layerMap builds the layer pairs (step 2).
-func layerMap(old, new *model, lm layerMapSpec) ([]lorasuite.LayerPair, error) {
-	lo, ln := old.cfg.Layers, new.cfg.Layers
-	var (
-		pairs []lorasuite.LayerPair
-		err   error
-	)
-	switch lm.kind {
-	case LayerMapLinear:
-		pairs, err = lorasuite.LinearLayerMap(lo, ln)
-	case LayerMapExplicit:
-		pairs, err = lorasuite.ExplicitLayerMap(lo, ln, lm.targets)
-	case LayerMapSimilarity:
-		if len(lm.sim) != lo {
-			return nil, fmt.Errorf("convert: similarity matrix %s has %d rows, the old model %d layers", lm.file, len(lm.sim), lo)
-		}
-		sim := mat.NewDense(lo, ln, nil)
-		for i, row := range lm.sim {
-			if len(row) != ln {
-				return nil, fmt.Errorf("convert: similarity matrix %s row %d has %d values, the new model %d layers", lm.file, i, len(row), ln)
-			}
-			sim.SetRow(i, row)
-		}
-		pairs, _, err = lorasuite.DPLayerMap(sim)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("convert: layer map: %w", err)
-	}
-	return pairs, nil
 }
 
 func loadPair(path string) (*Pair, error) {

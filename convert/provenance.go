@@ -31,10 +31,16 @@ type Provenance struct {
 		Ridge    float64   `json:"ridge"`
 	} `json:"transfer"`
 	LayerMap []lorasuite.LayerPair `json:"layer_map"`
-	Heads    []HeadReport          `json:"heads"`
-	Lineage  Lineage               `json:"lineage"`
-	Modules  ModuleReport          `json:"modules"`
-	Timings  Timings               `json:"timings"`
+	// LayerMapReason says why the auto layer map did not use cka.
+	LayerMapReason string `json:"layer_map_reason,omitempty"`
+	// LayerSimilarity is the L_old x L_new matrix the order-preserving DP
+	// maximised (cka or a user's file), drawn in layer_similarity.png.
+	LayerSimilarity [][]float64  `json:"layer_similarity,omitempty"`
+	CKA             *CKAInfo     `json:"cka,omitempty"`
+	Heads           []HeadReport `json:"heads"`
+	Lineage         Lineage      `json:"lineage"`
+	Modules         ModuleReport `json:"modules"`
+	Timings         Timings      `json:"timings"`
 }
 
 // ProvenanceInputs identifies the three inputs.
@@ -54,7 +60,8 @@ type Input struct {
 
 // ProvenanceOpts are the method options used.
 type ProvenanceOpts struct {
-	LayerMap     string `json:"layer_map"`
+	LayerMap     string `json:"layer_map"` // the map used: linear, explicit, similarity or cka
+	LayerMapAsk  string `json:"layer_map_requested"`
 	Transfer     string `json:"transfer"`
 	HeadTransfer string `json:"head_transfer"`
 	InputMap     string `json:"input_map"`

@@ -1,8 +1,10 @@
 package cka
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"github.com/lorasync/lorasync/convert/tokenizer"
 	"slices"
 	"strings"
 
@@ -159,8 +161,20 @@ func layerIndex(stage string) (int, bool) {
 	return l, rest != ""
 }
 
-// SameTokens reports whether two tokenisations of the calibration lines are
-// identical (then token positions can be compared across models).
-func SameTokens(a, b [][]int) bool {
-	return slices.EqualFunc(a, b, slices.Equal[[]int])
+// SameTokens reports whether two tokenisations of the calibration lines
+// split every line at the same places into the same byte strings (token ids
+// may differ: an upgraded vocabulary usually renumbers), so that position k
+// of line i is the same text for both models and positions can be samples.
+// A nil tokenizer compares ids instead.
+func SameTokens(ta *tokenizer.Tokenizer, a [][]int, tb *tokenizer.Tokenizer, b [][]int) bool {
+	return slices.EqualFunc(a, b, func(x, y []int) bool {
+		return slices.EqualFunc(x, y, func(i, j int) bool {
+			if ta == nil || tb == nil {
+				return i == j
+			}
+			bi, oki := ta.TokenBytes(i)
+			bj, okj := tb.TokenBytes(j)
+			return oki && okj && bytes.Equal(bi, bj)
+		})
+	})
 }

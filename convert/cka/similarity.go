@@ -66,7 +66,7 @@ func Similarity(ctx context.Context, old, new Side, opts Options) (*Result, erro
 		nseqs = append(nseqs, b[:min(len(b), maxTok)])
 	}
 	pool := opts.Pool
-	same := SameTokens(oseqs, nseqs)
+	same := SameTokens(old.Tokenizer, oseqs, new.Tokenizer, nseqs)
 	switch pool {
 	case PoolAuto:
 		pool = PoolMean

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"github.com/lorasync/lorasync/convert/tokenizer"
 )
@@ -53,11 +54,11 @@ func Vocabulary(n int) [][]byte {
 // WriteTokenizer writes a byte-level BPE tokenizer.json (the Qwen2/GPT-2
 // layout) whose id i is vocab[i]. The last token is registered as a special
 // added token. Merges join each multi-byte token's prefix with its last byte,
-// in id order, so lower ids merge first.
+// in generation order (see Vocabulary), whatever the ids.
 func WriteTokenizer(path string, vocab [][]byte) error {
 	n := len(vocab)
 	ids := make(map[string]int, n)
-	merges := make([][2]string, 0, n)
+	var words [][]byte
 	for id, tok := range vocab[:n-1] {
 		s := tokenizer.ByteLevelString(tok)
 		if _, dup := ids[s]; dup {
@@ -65,11 +66,22 @@ func WriteTokenizer(path string, vocab [][]byte) error {
 		}
 		ids[s] = id
 		if len(tok) > 1 {
-			merges = append(merges, [2]string{
-				tokenizer.ByteLevelString(tok[:len(tok)-1]),
-				tokenizer.ByteLevelString(tok[len(tok)-1:]),
-			})
+			words = append(words, tok)
 		}
+	}
+	// Merge ranks follow the canonical generation order, not the ids, so a
+	// renumbered vocabulary (an upgrade) still splits text the same way.
+	rank := map[string]int{}
+	for i, w := range Vocabulary(n + 1) {
+		rank[string(w)] = i
+	}
+	sort.SliceStable(words, func(i, j int) bool { return rank[string(words[i])] < rank[string(words[j])] })
+	merges := make([][2]string, 0, len(words))
+	for _, tok := range words {
+		merges = append(merges, [2]string{
+			tokenizer.ByteLevelString(tok[:len(tok)-1]),
+			tokenizer.ByteLevelString(tok[len(tok)-1:]),
+		})
 	}
 	special := string(vocab[n-1])
 	ids[special] = n - 1
