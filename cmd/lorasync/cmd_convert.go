@@ -27,10 +27,14 @@ The analysis of the two base models (transfer matrix, layer map, head maps) is
 cached under --cache-dir, so migrating more adapters of the same pair only
 costs their projection.
 
-Layer maps: linear (evenly spaced), explicit:J0,J1,... (for each layer of the
-shallower model, the layer of the deeper one it pairs with, strictly
-increasing), similarity:FILE (the order-preserving DP over a JSON L_old x L_new
-similarity matrix, larger = more similar).`,
+Layer maps: cka (linear CKA between the hidden states both models produce on
+calibration text, then the order-preserving DP; needs tokenizer.json on both
+sides and a supported architecture), linear (evenly spaced), explicit:J0,J1,...
+(for each layer of the shallower model, the layer of the deeper one it pairs
+with, strictly increasing), similarity:FILE (the DP over a JSON L_old x L_new
+similarity matrix, larger = more similar). The default, auto, is cka when it
+can run and linear otherwise; the provenance says which and why. A cka map is
+drawn in layer_similarity.png beside the adapter.`,
 	Args: cobra.NoArgs,
 	RunE: runConvert,
 }
@@ -41,7 +45,8 @@ func init() {
 	f.String("new", "", "directory of the upgraded base model")
 	f.String("adapter", "", "PEFT adapter directory (adapter_config.json, adapter_model.safetensors)")
 	f.String("out", "", "output directory for the migrated adapter (replaced atomically)")
-	f.String("layer-map", "linear", "linear | explicit:J0,J1,... | similarity:FILE")
+	f.String("layer-map", convert.LayerMapAuto, "auto | cka | linear | explicit:J0,J1,... | similarity:FILE")
+	f.String("calibration", "", "calibration text for cka, one sample per line (default: the built-in set)")
 	f.String("transfer", convert.TransferLstsq, "hidden-space transfer matrix: lstsq | identity")
 	f.String("head-transfer", string(lorasuite.HeadLstsq), "per-head transfer: lstsq | gram (the paper's formula)")
 	f.String("input-map", string(lorasuite.InputWx), "input-side map of a delta: wx (the paper's) | pinv")
@@ -69,7 +74,7 @@ func runConvert(cmd *cobra.Command, _ []string) error {
 	asJSON, _ := f.GetBool("json")
 	o := convert.Options{
 		OldBase: get("old"), NewBase: get("new"), Adapter: get("adapter"), Out: get("out"),
-		LayerMap: get("layer-map"), Transfer: get("transfer"),
+		LayerMap: get("layer-map"), Calibration: get("calibration"), Transfer: get("transfer"),
 		HeadTransfer: lorasuite.HeadTransfer(get("head-transfer")), InputMap: lorasuite.InputMap(get("input-map")),
 		NewBaseName: get("new-name"), NewBaseRevision: get("new-revision"), CacheDir: get("cache-dir"),
 		Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})),

@@ -36,7 +36,7 @@ func TestConvertCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"transfer matrix: 32 -> 48", "0 -> 0", "1 -> 2", "one lineage", "modules: 8 migrated", "wrote " + filepath.Join(dir, "out")} {
+	for _, want := range []string{"transfer matrix: 32 -> 48", "layer map: cka over", "one lineage", "modules: 8 migrated", "wrote " + filepath.Join(dir, "out")} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
