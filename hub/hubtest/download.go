@@ -129,16 +129,23 @@ func (s *Server) handleCDNGet(w http.ResponseWriter, r *http.Request, oid string
 	}
 	s.mu.Lock()
 	data, ok := s.lfs[oid]
+	etag := s.cdnTags[oid]
 	s.mu.Unlock()
 	if !ok {
 		writeS3Error(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
 		return
 	}
+	if etag == "" { // S3's ETag of a single-part object is its MD5; hash it once, not per request
+		sum := md5.Sum(data)
+		etag = hex.EncodeToString(sum[:])
+		s.mu.Lock()
+		s.cdnTags[oid] = etag
+		s.mu.Unlock()
+	}
 	if cd := r.URL.Query().Get("response-content-disposition"); cd != "" {
 		w.Header().Set("Content-Disposition", cd)
 	}
-	sum := md5.Sum(data)
-	s.serveBlob(w, r, oid, hex.EncodeToString(sum[:]), data, "application/octet-stream", false)
+	s.serveBlob(w, r, oid, etag, data, "application/octet-stream", false)
 }
 
 // serveBlob sends content with Range support (206, Content-Range, If-Range)

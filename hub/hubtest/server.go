@@ -55,6 +55,7 @@ type Server struct {
 	orgs    map[string]map[string]bool // org -> members
 	regular map[string][]byte          // git blob sha1 -> content
 	lfs     map[string][]byte          // sha256 -> content
+	cdnTags map[string]string          // sha256 -> the CDN's MD5 ETag, computed once
 	uploads map[string]*pendingUpload  // sha256 -> multipart upload in progress
 	corrupt map[string]func([]byte) []byte
 	faults  []*faultState
@@ -103,6 +104,7 @@ func New(opts ...Option) *Server {
 		orgs:           map[string]map[string]bool{},
 		regular:        map[string][]byte{},
 		lfs:            map[string][]byte{},
+		cdnTags:        map[string]string{},
 		uploads:        map[string]*pendingUpload{},
 		corrupt:        map[string]func([]byte) []byte{},
 		served:         map[string]int64{},
