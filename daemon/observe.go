@@ -53,10 +53,11 @@ func UnderSystemd(getenv func(string) string) bool {
 // Metrics are the daemon's Prometheus metrics, registered on the injected
 // registry (never the global one).
 type Metrics struct {
-	// Jobs counts jobs by state (pending, running, failed, parked, done).
+	// Jobs counts jobs by state (pending, running, failed, parked, done,
+	// superseded).
 	Jobs *prometheus.GaugeVec
 	// JobDuration observes attempt durations by outcome (done, failed,
-	// parked, interrupted).
+	// parked, interrupted, superseded).
 	JobDuration *prometheus.HistogramVec
 	// DownloadedBytes counts bytes fetched from the Hub (cache hits are 0).
 	DownloadedBytes prometheus.Counter

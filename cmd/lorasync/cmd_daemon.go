@@ -340,13 +340,13 @@ func printCheck(w io.Writer, cfg *config.Config, tokenSrc config.TokenSource, no
 		fmt.Fprintf(w, "  follows: %s\n", strings.Join(follow, "; "))
 		for _, a := range t.Adapters {
 			if a.IsLocal() {
-				fmt.Fprintf(w, "  adapter: %s\n", a.Path)
+				fmt.Fprintf(w, "  adapter: %s%s\n", a.Path, missing(filepath.Join(a.Path, "adapter_config.json")))
 			} else {
 				fmt.Fprintf(w, "  adapter: %s@%s\n", a.Repo, a.Revision)
 			}
 		}
 		for _, d := range t.DropinDirs {
-			fmt.Fprintf(w, "  drop-in dir: %s\n", d)
+			fmt.Fprintf(w, "  drop-in dir: %s%s\n", d, missing(d))
 		}
 		tg := t.Target
 		switch {
@@ -361,6 +361,14 @@ func printCheck(w io.Writer, cfg *config.Config, tokenSrc config.TokenSource, no
 		fmt.Fprintf(w, "  convert: layer_map %s, transfer %s, head_transfer %s, input_map %s\n", c.LayerMap, c.Transfer, c.HeadTransfer, c.InputMap)
 	}
 	return nil
+}
+
+// missing is a note for check's output when path does not exist (yet).
+func missing(path string) string {
+	if _, err := os.Stat(path); err != nil {
+		return " (not found: " + err.Error() + ")"
+	}
+	return ""
 }
 
 func printStatus(w io.Writer, snap *state.Snapshot) {
