@@ -68,8 +68,7 @@ type Daemon struct {
 	prevSchedule string          // schedule the running loops were started with
 
 	reloadMu  sync.Mutex
-	cfgSum    [32]byte // checksum of the file behind the running config
-	triedSum  [32]byte // last file content tried (valid or not)
+	triedSum  [32]byte // checksum of the last config content tried (valid or not)
 	ready     atomic.Bool
 	storeErr  atomic.Pointer[string]
 	heartbeat atomic.Int64 // unix nanos of the main loop's last turn
@@ -125,7 +124,7 @@ func New(opts Options) (*Daemon, error) {
 	}
 	d.cfg.Store(opts.Config)
 	if sum, err := fileSum(d.cfgPath); err == nil {
-		d.cfgSum, d.triedSum = sum, sum
+		d.triedSum = sum
 	}
 	if err := d.openStore(opts.Config.StateDir); err != nil {
 		return nil, err

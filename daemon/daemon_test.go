@@ -139,6 +139,10 @@ func TestInvalidConfigReloadKeepsRunningConfig(t *testing.T) {
 		t.Error("Reload of the invalid file succeeded")
 	}
 
+	// Reverting to the running config's content resets the gauge.
+	replaceFile(t, h.cfgPath, header+oneAdapterTrack)
+	eventually(t, "revert reloaded", func() bool { return testutil.ToFloat64(d.metrics.ConfigReloadOK) == 1 })
+
 	// A valid edit is applied.
 	replaceFile(t, h.cfgPath, strings.Replace(header, "concurrency: 2", "concurrency: 5", 1)+oneAdapterTrack)
 	eventually(t, "valid config applied", func() bool { return d.Config().Concurrency == 5 })

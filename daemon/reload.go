@@ -40,7 +40,6 @@ func (d *Daemon) Reload() error {
 		cfg = &eff
 	}
 	d.cfg.Store(cfg)
-	d.cfgSum = sum
 	d.metrics.ConfigReloadOK.Set(1)
 	d.metrics.ConfigReloadTime.Set(float64(d.clock.Now().Unix()))
 	if err := d.applyTracks(cfg); err != nil {
@@ -204,14 +203,17 @@ func (d *Daemon) isDropinPath(p string) bool {
 	return false
 }
 
-// handleFileEvent reloads when the config file's content changed (a
+// handleFileEvent reloads when the config file's content changed (by
 // checksum, so touching the directory or rewriting identical bytes does
 // nothing) and re-plans when a drop-in dir changed.
 func (d *Daemon) handleFileEvent(ev fileEvent, fw *fileWatcher) {
 	if ev.config {
 		sum, err := fileSum(d.cfgPath)
 		d.reloadMu.Lock()
-		changed := err == nil && sum != d.cfgSum && sum != d.triedSum
+		// Compare with the last content tried, valid or not: an invalid
+		// edit is reported once, and reverting it reloads (and resets the
+		// reload gauge) even though it equals the running config.
+		changed := err == nil && sum != d.triedSum
 		d.reloadMu.Unlock()
 		if changed {
 			d.log.Info("config file changed; reloading", "file", d.cfgPath)
