@@ -46,7 +46,6 @@ type Daemon struct {
 	hub     Hub
 	conv    Converter
 	store   *state.Store
-	tmpDir  string // dry run without state: an empty scratch store
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *Metrics
@@ -143,23 +142,15 @@ func (d *Daemon) openStore(dir string) error {
 	}
 	d.store, err = state.OpenReadOnly(dir, state.Options{})
 	if errors.Is(err, state.ErrNoState) {
-		// A dry run before the first real run: plan against empty state.
-		if d.tmpDir, err = os.MkdirTemp("", "lorasync-dry-run-"); err != nil {
-			return err
-		}
-		d.store, err = state.Open(d.tmpDir, state.Options{})
+		d.store, err = state.Empty(), nil // a dry run before the first real run
 	}
 	return err
 }
 
-// Close releases what New acquired. The state file is closed after every
-// transaction already; Close removes a dry run's scratch state.
-func (d *Daemon) Close() error {
-	if d.tmpDir != "" {
-		return os.RemoveAll(d.tmpDir)
-	}
-	return nil
-}
+// Close releases what New acquired. The state file is already closed after
+// every transaction, so there is nothing left to release today; callers
+// still Close, so that one can be added without changing them.
+func (d *Daemon) Close() error { return nil }
 
 // Config returns the running configuration (read-only).
 func (d *Daemon) Config() *config.Config { return d.cfg.Load() }

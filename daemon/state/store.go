@@ -52,9 +52,15 @@ type Options struct {
 type Store struct {
 	path     string
 	readOnly bool
+	empty    bool // Empty: no file at all
 	timeout  time.Duration
 	mu       sync.Mutex
 }
+
+// Empty returns a read-only Store with nothing in it and no file behind
+// it: the state of a daemon that never ran, for dry runs before the first
+// real one (so that they write nothing, anywhere).
+func Empty() *Store { return &Store{readOnly: true, empty: true} }
 
 // Open opens (creating if needed) the database in dir for reading and
 // writing, and checks its schema.
@@ -152,6 +158,9 @@ func (s *Store) Update(fn func(*Tx) error) error {
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(*Tx) error) error {
+	if s.empty {
+		return fn(&Tx{})
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	db, err := s.open()
@@ -166,10 +175,14 @@ func (s *Store) View(fn func(*Tx) error) error {
 }
 
 // Tx is one transaction. It must not be used after Update/View returns.
+// The Tx of an Empty store reads as empty.
 type Tx struct{ tx *bolt.Tx }
 
 // Track returns a track's state; ok is false when the track was never polled.
 func (t *Tx) Track(name string) (ts TrackState, ok bool, err error) {
+	if t.tx == nil {
+		return TrackState{Track: name}, false, nil
+	}
 	v := t.tx.Bucket(bucketTracks).Get([]byte(name))
 	if v == nil {
 		return TrackState{Track: name}, false, nil
@@ -191,6 +204,9 @@ func (t *Tx) PutTrack(ts TrackState) error {
 // Tracks returns every track's state, sorted by name.
 func (t *Tx) Tracks() ([]TrackState, error) {
 	var out []TrackState
+	if t.tx == nil {
+		return nil, nil
+	}
 	err := t.tx.Bucket(bucketTracks).ForEach(func(k, v []byte) error {
 		var ts TrackState
 		if err := json.Unmarshal(v, &ts); err != nil {
@@ -204,6 +220,9 @@ func (t *Tx) Tracks() ([]TrackState, error) {
 
 // Job returns the job with key k; ok is false when there is none.
 func (t *Tx) Job(k JobKey) (j Job, ok bool, err error) {
+	if t.tx == nil {
+		return Job{}, false, nil
+	}
 	v := t.tx.Bucket(bucketJobs).Get(k.bytes())
 	if v == nil {
 		return Job{}, false, nil
@@ -225,6 +244,9 @@ func (t *Tx) PutJob(j Job) error {
 // Jobs returns the jobs of one track ("" for all), in key order.
 func (t *Tx) Jobs(track string) ([]Job, error) {
 	var out []Job
+	if t.tx == nil {
+		return nil, nil
+	}
 	c := t.tx.Bucket(bucketJobs).Cursor()
 	prefix := []byte{}
 	if track != "" {

@@ -320,3 +320,23 @@ func TestRequeue(t *testing.T) {
 		return nil
 	})
 }
+
+func TestEmptyStore(t *testing.T) {
+	s := Empty()
+	snap, err := s.Snapshot()
+	if err != nil || len(snap.Jobs) != 0 || len(snap.Tracks) != 0 {
+		t.Fatalf("Empty snapshot: %+v, %v", snap, err)
+	}
+	s.View(func(tx *Tx) error {
+		if _, ok, err := tx.Track("x"); ok || err != nil {
+			t.Errorf("Track on Empty: ok %v err %v", ok, err)
+		}
+		if _, ok, err := tx.Job(key(1)); ok || err != nil {
+			t.Errorf("Job on Empty: ok %v err %v", ok, err)
+		}
+		return nil
+	})
+	if err := s.Update(func(*Tx) error { return nil }); err == nil {
+		t.Error("Update on Empty succeeded")
+	}
+}
