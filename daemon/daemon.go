@@ -166,7 +166,8 @@ type Report struct {
 	Jobs []state.Job `json:"jobs,omitempty"`
 }
 
-// Err summarises poll errors and jobs that did not end done.
+// Err summarises poll errors and jobs that neither ended done nor were
+// superseded.
 func (r *Report) Err() error {
 	var errs []error
 	for _, t := range r.Tracks {
@@ -175,7 +176,7 @@ func (r *Report) Err() error {
 		}
 	}
 	for _, j := range r.Jobs {
-		if j.Status != state.Done {
+		if j.Status != state.Done && j.Status != state.Superseded {
 			errs = append(errs, fmt.Errorf("%s: %s: %s", j.Key, j.Status, j.LastError))
 		}
 	}
