@@ -65,13 +65,24 @@ func (h *HubClient) ListModels(ctx context.Context, author string) ([]string, er
 	return ids, nil
 }
 
-// Snapshot implements Hub. The byte count is that of the snapshot's files
+// snapshotFiles selects what a migration reads from a base or adapter
+// repo: top-level JSON (config, tokenizer, adapter config, shard index),
+// safetensors weights, SentencePiece models and tokenizer text files.
+// Everything else is skipped: PyTorch .bin duplicates of the weights,
+// original/ checkpoints, GGUF and ONNX exports can multiply the download
+// several times over.
+var snapshotFiles = hub.SnapshotOptions{
+	Include: []string{"*.json", "*.safetensors", "tokenizer.model", "*.txt"},
+	Exclude: []string{"*/*"}, // fnmatch "*" crosses "/": this drops every subdirectory
+}
+
+// Snapshot implements Hub with snapshotFiles. The byte count is that of the snapshot's files
 // when the snapshot was not in the cache before, 0 otherwise: blobs shared
 // with other cached commits are counted although not fetched again, so it
 // is an upper bound.
 func (h *HubClient) Snapshot(ctx context.Context, repo, commit string) (string, int64, error) {
 	cached := h.cachedSnapshot(repo, commit)
-	dir, err := h.c.Snapshot(ctx, repo, commit, hub.SnapshotOptions{})
+	dir, err := h.c.Snapshot(ctx, repo, commit, snapshotFiles)
 	if err != nil {
 		return "", 0, hubErr(err)
 	}

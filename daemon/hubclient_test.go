@@ -118,3 +118,44 @@ func TestHubErrMapping(t *testing.T) {
 		t.Error("cancellation must pass through unchanged")
 	}
 }
+
+// Snapshots fetch what a migration reads and nothing else.
+func TestHubClientSnapshotSelectsFiles(t *testing.T) {
+	srv := hubtest.NewTB(t)
+	srv.AddToken("hf_daemontest", "org")
+	files := map[string][]byte{
+		"config.json": []byte(`{}`), "tokenizer.json": []byte(`{}`), "model.safetensors": []byte("w"),
+		"model.safetensors.index.json": []byte(`{}`), "tokenizer.model": []byte("sp"), "merges.txt": []byte("m"),
+		"pytorch_model.bin": []byte("dup"), "original/consolidated.00.pth": []byte("dup"),
+		"onnx/model.safetensors": []byte("dup"), "README.md": []byte("card"),
+	}
+	commit := seed(t, srv, "org/base", files)
+	c, err := hub.New(hub.Options{Endpoint: srv.URL, Token: "hf_daemontest", CacheDir: t.TempDir(), MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := NewHubClient(c)
+	dir, n, err := hc.Snapshot(context.Background(), "org/base", commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := dirFiles(t, dir)
+	want := []string{"config.json", "merges.txt", "model.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer.model"}
+	if len(got) != len(want) {
+		t.Errorf("snapshot holds %d files, want %v", len(got), want)
+	}
+	var size int64
+	for _, f := range want {
+		if _, ok := got[f]; !ok {
+			t.Errorf("snapshot lacks %s", f)
+		}
+		size += int64(len(files[f]))
+	}
+	if n != size {
+		t.Errorf("downloaded %d bytes, want %d", n, size)
+	}
+	// A second snapshot of the same commit is served from the cache.
+	if _, n, err := hc.Snapshot(context.Background(), "org/base", commit); err != nil || n != 0 {
+		t.Errorf("cached snapshot: %d bytes, %v", n, err)
+	}
+}
