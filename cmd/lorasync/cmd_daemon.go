@@ -402,7 +402,9 @@ func printStatus(w io.Writer, snap *state.Snapshot) {
 			if j.PullRequest != "" {
 				result += " " + j.PullRequest
 			}
-		case state.Failed, state.Parked, state.Pending, state.Superseded:
+		case state.Failed:
+			result = "retry after " + j.NextAttempt.Format(time.RFC3339) + ": " + oneLine(j.LastError)
+		case state.Parked, state.Pending, state.Superseded:
 			result = oneLine(j.LastError)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", j.Status, j.Attempts, j.Key, result)
