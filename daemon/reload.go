@@ -15,9 +15,10 @@ import (
 )
 
 // Reload re-reads the config file and, only if it parses and validates
-// completely, applies it. On failure the running config stays, the error
-// is logged and returned, and lorasync_config_last_reload_successful drops
-// to 0. SIGHUP and file changes both come here.
+// completely, applies it. On failure the running config stays and
+// lorasync_config_last_reload_successful drops to 0. SIGHUP and file
+// changes both come here; as their handlers have nobody to return an error
+// to, Reload logs it, and returns it too for direct callers.
 func (d *Daemon) Reload() error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
