@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -290,5 +291,51 @@ func TestReloadKeepsRestartOnlyKeys(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), "state_dir") {
 		t.Error("the restart-only change was not logged")
+	}
+}
+
+// Under systemd (NOTIFY_SOCKET, WATCHDOG_USEC) Run says READY=1 once its
+// loops run, keeps a one-line STATUS, pings WATCHDOG=1 and says
+// STOPPING=1 on the way out.
+func TestRunTalksToSystemd(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "200000") // pings every 100 ms
+	t.Setenv("WATCHDOG_PID", "")
+
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	stop := running(t, h.daemon(false))
+	seen := map[string]bool{}
+	buf := make([]byte, 512)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for !(seen["READY=1"] && seen["WATCHDOG=1"] && seen["STATUS"]) {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("reading sd_notify messages (got %v): %v", seen, err)
+		}
+		msg := string(buf[:n])
+		if strings.HasPrefix(msg, "STATUS=") {
+			if strings.Contains(msg, "\n") {
+				t.Errorf("STATUS is not one line: %q", msg)
+			}
+			msg = "STATUS"
+		}
+		seen[msg] = true
+	}
+	stop()
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no STOPPING=1 after stop: %v", err)
+		}
+		if string(buf[:n]) == "STOPPING=1" {
+			break
+		}
 	}
 }
