@@ -26,6 +26,7 @@ func convertOptions(req ConvertRequest, log *slog.Logger) convert.Options {
 		OldBase: req.OldBaseDir, NewBase: req.NewBaseDir, Adapter: req.AdapterDir, Out: req.OutDir,
 		NewBaseName: req.NewBaseRepo, NewBaseRevision: req.NewBaseCommit,
 		LayerMap:     layerMapArg(req.Options),
+		Calibration:  req.Options.Calibration,
 		Transfer:     req.Options.Transfer,
 		HeadTransfer: lorasuite.HeadTransfer(req.Options.HeadTransfer),
 		InputMap:     lorasuite.InputMap(req.Options.InputMap),

@@ -126,9 +126,13 @@ type Target struct {
 // ConvertConfig is passed through to the converter (LoRASuite options; see
 // docs/lorasuite-method.md). Defaults match package convert's.
 type ConvertConfig struct {
-	// LayerMap is "linear" (default, evenly spaced), "explicit" (Layers),
-	// "similarity" (SimilarityFile) or "cka" (from activations).
+	// LayerMap is "auto" (default: cka where both models can be run, else
+	// linear), "cka" (from activations), "linear" (evenly spaced), "explicit"
+	// (Layers) or "similarity" (SimilarityFile).
 	LayerMap string `mapstructure:"layer_map"`
+	// Calibration is a text file of calibration lines for cka (default: the
+	// built-in set).
+	Calibration string `mapstructure:"calibration"`
 	// Layers is the explicit map for LayerMap "explicit": for each layer of
 	// the shallower model, the layer of the deeper one (strictly increasing).
 	Layers []int `mapstructure:"layers"`
@@ -174,7 +178,7 @@ func (c *Config) trackDefaults() {
 		}
 		cv := &t.Convert
 		if cv.LayerMap == "" {
-			cv.LayerMap = "linear"
+			cv.LayerMap = "auto"
 		}
 		if cv.Transfer == "" {
 			cv.Transfer = "lstsq"
@@ -270,6 +274,7 @@ func (c *Config) resolvePaths(baseDir string) {
 			t.DropinDirs[j] = abs(t.DropinDirs[j])
 		}
 		t.Convert.SimilarityFile = abs(t.Convert.SimilarityFile)
+		t.Convert.Calibration = abs(t.Convert.Calibration)
 	}
 }
 

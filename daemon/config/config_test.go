@@ -56,7 +56,7 @@ func TestLoadGood(t *testing.T) {
 		t.Errorf("target = %+v", q.Target)
 	}
 	// Defaults survive for keys the file does not set.
-	if c.Tracks[1].Convert.LayerMap != "linear" || c.Tracks[1].Convert.InputMap != "wx" || c.Log.Level != "info" {
+	if c.Tracks[1].Convert.LayerMap != "auto" || c.Tracks[1].Convert.InputMap != "wx" || c.Log.Level != "info" {
 		t.Errorf("defaults lost: %+v %+v", c.Tracks[1].Convert, c.Log)
 	}
 }

@@ -209,7 +209,10 @@ func (tg *Target) validate(fe *fieldErrors, p string, local bool) {
 }
 
 func (cv *ConvertConfig) validate(fe *fieldErrors, p string) {
-	oneOf(fe, p+".layer_map", cv.LayerMap, "linear", "explicit", "similarity", "cka")
+	oneOf(fe, p+".layer_map", cv.LayerMap, "auto", "cka", "linear", "explicit", "similarity")
+	if cv.Calibration != "" && cv.LayerMap != "auto" && cv.LayerMap != "cka" {
+		fe.add(p+".calibration", "only used with layer_map auto or cka")
+	}
 	oneOf(fe, p+".transfer", cv.Transfer, "lstsq", "identity")
 	oneOf(fe, p+".head_transfer", cv.HeadTransfer, "lstsq", "gram")
 	oneOf(fe, p+".input_map", cv.InputMap, "wx", "pinv")
