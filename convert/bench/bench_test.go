@@ -106,12 +106,15 @@ func adapter(b *testing.B, f *Fixture, seed uint64) string {
 	return dir
 }
 
-// run migrates adapter ad with the default options, pair cache in cacheDir,
+// run migrates adapter ad with the default options except the layer map,
+// pinned to linear (the issue-2 targets predate CKA, whose forward passes
+// the default "auto" runs when the depths differ), pair cache in cacheDir,
 // output in a fresh temporary directory.
 func run(b *testing.B, f *Fixture, ad, cacheDir string) *convert.Result {
 	b.Helper()
 	o := convert.Options{
 		OldBase: f.Old, NewBase: f.New, Adapter: ad,
+		LayerMap: convert.LayerMapLinear,
 		Out:      filepath.Join(b.TempDir(), "adapter"),
 		CacheDir: cacheDir,
 		Inputs:   map[string]string{"old_base": f.Pair.OldName, "new_base": f.Pair.NewName},

@@ -4,8 +4,9 @@
 //
 // The benchmarks time convert.Convert exactly as `lorasync convert` runs it
 // (models opened from mmap, shared vocabulary from tokenizer.json, lstsq
-// transfer, linear layer map, lstsq head transfer, wx input map, output
-// written and verified):
+// transfer, lstsq head transfer, wx input map, output written and verified),
+// with the layer map pinned to linear (CKA from forward passes is timed
+// separately, by convert/cka's benchmarks):
 //
 //	BenchmarkConvert/<pair>        (a), (b): pair analysis + migration of an
 //	                               r=16 q/k/v/o adapter, empty pair cache
