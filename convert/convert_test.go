@@ -139,7 +139,9 @@ func TestPlantedUpgradeRecovered(t *testing.T) {
 			t.Fatalf("layer %d -> %d: head map %v, planted %v", h.OldLayer, h.NewLayer, h.HeadMap, truth.HeadMap[i])
 		}
 	}
-	if !p.Lineage.Related || p.Lineage.MeanResidual > 1e-4 {
+	// The fit residuals come from float32 products (lorasuite: accurate to
+	// ~3e-4), so "~0" means below 1e-3.
+	if !p.Lineage.Related || p.Lineage.MeanResidual > 1e-3 {
 		t.Fatalf("lineage %+v: a planted upgrade is one lineage with ~0 fit residual", p.Lineage)
 	}
 	in, err := peft.Load(filepath.Join(dir, "adapter"))
