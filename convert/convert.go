@@ -68,7 +68,7 @@ func Convert(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	projStart := time.Now()
-	out, dropped, err := project(ctx, pair.Analysis, ad, old, nw, o)
+	out, dropped, mlpTimings, err := project(ctx, pair, ad, old, nw, o)
 	if err != nil {
 		return nil, err
 	}
@@ -77,6 +77,7 @@ func Convert(ctx context.Context, o Options) (*Result, error) {
 	prov := provenance(o, old, nw, adID, pair, cached)
 	prov.Modules = ModuleReport{Migrated: len(out.Modules), Dropped: dropped}
 	prov.Timings.ProjectSeconds = projSeconds
+	prov.Timings.MLPOperators = mlpTimings
 	prov.Timings.TotalSeconds = time.Since(start).Seconds()
 
 	extra := map[string][]byte{}

@@ -13,10 +13,13 @@ import (
 // project maps every adapter module through the pair analysis and builds the
 // new adapter (same r, alpha, rsLoRA and dtype per module; config retargeted
 // to the new module paths). Attention modules go through lorasuite.Project in
-// one batch; MLP modules through lorasuite.ProjectMLP, one at a time, with
-// their two base weights streamed from the mappings. Modules whose old layer
-// has no partner in the layer map are returned as dropped.
-func project(ctx context.Context, pa *lorasuite.PairAnalysis, ad *peft.Adapter, old, nw *model, o Options) (*peft.Adapter, []Unmapped, error) {
+// one batch; MLP modules one at a time through their lorasuite.MLPOperator
+// (from the pair's cache, see mlpCache), with the two base weights of the
+// module's role read from the mappings (one module's pair of weights in
+// float32 at a time). Modules whose old layer has no partner in the layer map
+// are returned as dropped. The MLP timings are nil without MLP modules.
+func project(ctx context.Context, pair *Pair, ad *peft.Adapter, old, nw *model, o Options) (*peft.Adapter, []Unmapped, *MLPTimings, error) {
+	pa := pair.Analysis
 	var attn []lorasuite.Module
 	var attnSrc []*peft.Module // attnSrc[i] is the adapter module of attn[i]
 	var mlp []*peft.Module
@@ -39,10 +42,19 @@ func project(ctx context.Context, pa *lorasuite.PairAnalysis, ad *peft.Adapter, 
 		})
 	}
 
+	// pinv(W_x) serves every MLP role and the pinv input map: install its
+	// cached factor before the first solve.
+	cache := newMLPCache(o, pair)
+	if len(mlp) > 0 || (len(attn) > 0 && o.InputMap == lorasuite.InputPinv) {
+		if err := cache.transferPinv(ctx, pa.Transfer); err != nil {
+			return nil, nil, nil, fmt.Errorf("convert: adapter %s: %w", o.Adapter, err)
+		}
+	}
+
 	if len(attn) > 0 {
 		proj, err := lorasuite.Project(ctx, pa, attn, lorasuite.ProjectOptions{InputMap: o.InputMap})
 		if err != nil {
-			return nil, nil, fmt.Errorf("convert: adapter %s: %w", o.Adapter, err)
+			return nil, nil, nil, fmt.Errorf("convert: adapter %s: %w", o.Adapter, err)
 		}
 		skipped := map[string]string{}
 		for _, s := range proj.Skipped {
@@ -69,7 +81,7 @@ func project(ctx context.Context, pa *lorasuite.PairAnalysis, ad *peft.Adapter, 
 	}
 	for _, src := range mlp {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		ln, ok := newLayer[src.Layer]
 		if !ok {
@@ -78,22 +90,25 @@ func project(ctx context.Context, pa *lorasuite.PairAnalysis, ad *peft.Adapter, 
 		}
 		oldW, err := old.weights.Float32(old.cfg.Weight(src.Layer, src.Role))
 		if err != nil {
-			return nil, nil, fmt.Errorf("convert: %w", err)
+			return nil, nil, nil, fmt.Errorf("convert: %w", err)
+		}
+		op, err := cache.operator(ctx, pa, lorasuite.Role(src.Role), src.Layer, ln, oldW, old.cfg.Intermediate)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("convert: adapter %s: %s: %w", o.Adapter, src.Key, err)
 		}
 		newW, err := nw.weights.Float32(nw.cfg.Weight(ln, src.Role))
 		if err != nil {
-			return nil, nil, fmt.Errorf("convert: %w", err)
+			return nil, nil, nil, fmt.Errorf("convert: %w", err)
 		}
-		pm, err := lorasuite.ProjectMLP(ctx, pa, toModule(src), oldW, old.cfg.Intermediate, newW, nw.cfg.Intermediate,
-			lorasuite.ProjectOptions{InputMap: o.InputMap})
+		pm, err := op.Project(ctx, pa, toModule(src), oldW, newW, nw.cfg.Intermediate, lorasuite.ProjectOptions{InputMap: o.InputMap})
 		if err != nil {
-			return nil, nil, fmt.Errorf("convert: adapter %s: %s: %w", o.Adapter, src.Key, err)
+			return nil, nil, nil, fmt.Errorf("convert: adapter %s: %s: %w", o.Adapter, src.Key, err)
 		}
 		emit(src, pm)
 	}
 
 	if len(out.Modules) == 0 {
-		return nil, nil, fmt.Errorf("convert: adapter %s: %w: no module has a counterpart in the new base", o.Adapter, ErrUnmapped)
+		return nil, nil, nil, fmt.Errorf("convert: adapter %s: %w: no module has a counterpart in the new base", o.Adapter, ErrUnmapped)
 	}
 	sort.SliceStable(out.Modules, func(i, j int) bool {
 		a, b := out.Modules[i], out.Modules[j]
@@ -103,7 +118,11 @@ func project(ctx context.Context, pa *lorasuite.PairAnalysis, ad *peft.Adapter, 
 		return roleIndex(a.Role) < roleIndex(b.Role)
 	})
 	out.Retarget(nw.cfg)
-	return out, dropped, nil
+	var timings *MLPTimings
+	if len(mlp) > 0 {
+		timings = &cache.stats
+	}
+	return out, dropped, timings, nil
 }
 
 func toModule(m *peft.Module) lorasuite.Module {

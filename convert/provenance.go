@@ -127,6 +127,21 @@ type Timings struct {
 	LayersSeconds   float64 `json:"layers_seconds"`
 	ProjectSeconds  float64 `json:"project_seconds"`
 	TotalSeconds    float64 `json:"total_seconds"`
+	// MLPOperators says where the pair-only factors of the MLP projection
+	// came from (nil when the adapter has no MLP module to migrate).
+	MLPOperators *MLPTimings `json:"mlp_operators,omitempty"`
+}
+
+// MLPTimings counts the MLP operators (one per layer pair and role: the
+// Cholesky factor of the old base weight's ridged Gram) a migration used.
+type MLPTimings struct {
+	Cached   int `json:"cached"`   // read from the pair cache
+	Computed int `json:"computed"` // computed now (and stored, with a cache)
+	// TransferPinv is "cached" or "computed" for the pinv(W_x) factor, ""
+	// when W_x is the identity or not needed.
+	TransferPinv string `json:"transfer_pinv,omitempty"`
+	// Seconds spent reading or computing the operators (part of ProjectSeconds).
+	Seconds float64 `json:"seconds"`
 }
 
 // jsonFloat is a float64 that marshals NaN and infinities as null (JSON has
