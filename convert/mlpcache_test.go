@@ -2,6 +2,7 @@ package convert
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -129,6 +130,24 @@ func TestMLPOperatorsCached(t *testing.T) {
 	}
 	sameModules(t, "recomputed operator", filepath.Join(dir, "out-2"), o.Out)
 
+	// The pinv input map: attention modules solve with W_x's cached Gram
+	// factor, and the result is a cache-less migration's bit for bit.
+	o.InputMap, o.Out = lorasuite.InputPinv, filepath.Join(dir, "out-pinv")
+	for i, cacheDir := range []string{o.CacheDir, o.CacheDir, ""} {
+		oo := o
+		oo.CacheDir, oo.Out = cacheDir, fmt.Sprintf("%s-%d", o.Out, i)
+		if _, err := Convert(ctx, oo); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			sameModules(t, fmt.Sprintf("pinv input map, run %d", i), o.Out+"-0", oo.Out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(opDir, pinvFactorFile)); err != nil {
+		t.Errorf("pinv input map: W_x's factor not cached: %v", err)
+	}
+	o.InputMap = ""
+
 	// An adapter without MLP modules reports no MLP operators.
 	o.Adapter, o.Out = filepath.Join(dir, "adapter"), filepath.Join(dir, "out-attn")
 	res, err = Convert(ctx, o)
@@ -140,30 +159,39 @@ func TestMLPOperatorsCached(t *testing.T) {
 	}
 }
 
-// readFactor refuses a file whose metadata names another operator, and
-// writeFactor/readFactor round-trip the float64 factor exactly.
-func TestFactorFileRoundTrip(t *testing.T) {
+// Records round-trip exactly; a file whose metadata names another operator
+// is refused, and so is a Gram record that fails validation.
+func TestCacheRecordRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f.safetensors")
-	g := &lorasuite.GramFactor{N: 2, Ridge: 1e-12, U: []float64{2, 1.0 / 3, 0.7}}
+	g := &lorasuite.GramFactor{Kind: lorasuite.GramInverse, N: 2, Ridge: 1e-12, Packed: []float64{2, 1.0 / 3, 0.7}}
 	want := map[string]string{"role": "up_proj", "format": mlpFormat}
-	if err := writeFactor(path, g, want); err != nil {
+	if err := writeRecord(path, gramRecord(g), want); err != nil {
 		t.Fatal(err)
 	}
-	got, err := readFactor(path, want)
+	r, err := readRecord(path, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.N != 2 || got.Ridge != g.Ridge || !slices.Equal(got.U, g.U) {
-		t.Fatalf("read back %+v, wrote %+v", got, g)
-	}
-	if _, err := readFactor(path, map[string]string{"role": "gate_proj"}); err == nil {
-		t.Error("a gate_proj request accepted an up_proj file")
-	}
-	bad := &lorasuite.GramFactor{N: 2, U: []float64{-1, 0, 1}}
-	if err := writeFactor(path, bad, want); err != nil {
+	got, err := gramOf(r)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readFactor(path, want); err == nil {
-		t.Error("a factor with a negative diagonal was accepted")
+	if got.Kind != g.Kind || got.N != 2 || got.Ridge != g.Ridge || !slices.Equal(got.Packed, g.Packed) {
+		t.Fatalf("read back %+v, wrote %+v", got, g)
+	}
+	if _, err := readRecord(path, map[string]string{"role": "gate_proj"}); err == nil {
+		t.Error("a gate_proj request accepted an up_proj file")
+	}
+	bad := &lorasuite.GramFactor{Kind: lorasuite.GramInverse, N: 2, Packed: []float64{-1, 0, 1}}
+	if err := writeRecord(path, gramRecord(bad), want); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := readRecord(path, want); err != nil {
+		t.Fatal(err)
+	} else if err := gramCheck(r); err == nil {
+		t.Error("a Gram inverse with a negative diagonal was accepted")
+	}
+	if _, err := readRecord(filepath.Join(t.TempDir(), "none.safetensors"), want); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: err = %v", err)
 	}
 }

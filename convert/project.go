@@ -42,11 +42,11 @@ func project(ctx context.Context, pair *Pair, ad *peft.Adapter, old, nw *model, 
 		})
 	}
 
-	// pinv(W_x) serves every MLP role and the pinv input map: install its
-	// cached factor before the first solve.
+	// The pinv input map of attention modules solves with W_x's Gram factor:
+	// install the cached one before the first solve.
 	cache := newMLPCache(o, pair)
-	if len(mlp) > 0 || (len(attn) > 0 && o.InputMap == lorasuite.InputPinv) {
-		if err := cache.transferPinv(ctx, pa.Transfer); err != nil {
+	if len(attn) > 0 && o.InputMap == lorasuite.InputPinv {
+		if err := cache.transferPinvFactor(ctx, pa.Transfer); err != nil {
 			return nil, nil, nil, fmt.Errorf("convert: adapter %s: %w", o.Adapter, err)
 		}
 	}

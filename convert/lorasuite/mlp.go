@@ -16,8 +16,8 @@ import (
 const mlpRidge = 1e-12
 
 // MLPOperator is the adapter-independent part of migrating one MLP module
-// (step 4, "MLP") of one layer pair and role: the Cholesky factor of the
-// ridged Gram matrix behind pinv(W_o). It depends only on the old base weight
+// (step 4, "MLP") of one layer pair and role: the inverse of the ridged Gram
+// matrix behind pinv(W_o). It depends only on the old base weight
 // W_o (and the layer map that pairs OldLayer with NewLayer), so it is computed
 // once per pair and cached; Project then migrates any number of adapters
 // with thin products only.
@@ -37,9 +37,13 @@ type MLPOperator struct {
 	// Inter and Hidden are I_o and d_o, the old weight's shape (I_o x d_o
 	// for gate/up, d_o x I_o for down).
 	Inter, Hidden int
-	// Gram factors X^T X + l I (order d_o) when Inter >= Hidden, else
-	// X X^T + l I (order I_o).
+	// Gram is (X^T X + l I)^-1 (order d_o) when Inter >= Hidden, else
+	// (X X^T + l I)^-1 (order I_o), as a GramInverse.
 	Gram *GramFactor
+	// PinvWx, when set, is pinv(W_x) (d_n x d_o, from NewTransferPinv; one
+	// matrix shared by all operators of the pair), applied by GEMM; when nil,
+	// pinv(W_x) is solved through the pair's Transfer on every use.
+	PinvWx *mat.Dense
 }
 
 // tall reports whether X (I_o x d_o) has at least as many rows as columns.
@@ -49,7 +53,7 @@ func (op *MLPOperator) tall() bool { return op.Inter >= op.Hidden }
 // weight oldW (I_o x d_o for gate/up, d_o x I_o for down, row-major float32,
 // oldInter = I_o). Cost: one Gram of oldW, I_o n^2 flops with n = min(I_o,
 // d_o), accumulated over row or column blocks in float64 (~0.19 TFLOP at
-// Llama-2-7B sizes), plus an n^3/3 Cholesky. It returns (nil, nil) when the
+// Llama-2-7B sizes), plus n^3 for the Cholesky factor and the inverse. It returns (nil, nil) when the
 // layer is not in pa's layer map.
 func NewMLPOperator(ctx context.Context, pa *PairAnalysis, role Role, oldLayer int, oldW []float32, oldInter int) (*MLPOperator, error) {
 	if err := ctx.Err(); err != nil {
@@ -83,7 +87,7 @@ func NewMLPOperator(ctx context.Context, pa *PairAnalysis, role Role, oldLayer i
 	if role == RoleDown {
 		rows, cols, inner = do, oldInter, !inner
 	}
-	g, err := gramFactorOf(ctx, oldW, rows, cols, inner, mlpRidge)
+	g, err := gramInverseOf(ctx, oldW, rows, cols, inner, mlpRidge)
 	if err != nil {
 		return fail(fmt.Errorf("old %s: %w", role, err))
 	}
@@ -109,8 +113,16 @@ func (op *MLPOperator) Validate(pa *PairAnalysis) error {
 	if err := op.Gram.Validate(); err != nil {
 		return err
 	}
+	if op.Gram.Kind != GramInverse {
+		return fmt.Errorf("lorasuite: MLP operator holds a Gram factor of kind %q, want %q", op.Gram.Kind, GramInverse)
+	}
 	if op.Gram.N != min(op.Inter, op.Hidden) {
 		return fmt.Errorf("lorasuite: MLP operator Gram of order %d for a %d x %d weight", op.Gram.N, op.Inter, op.Hidden)
+	}
+	if op.PinvWx != nil {
+		if r, c := op.PinvWx.Dims(); pa.Transfer.Identity || r != pa.New.Hidden || c != pa.Old.Hidden {
+			return fmt.Errorf("lorasuite: MLP operator's pinv(W_x) is %d x %d, W_x is %d x %d (identity %v)", r, c, pa.Old.Hidden, pa.New.Hidden, pa.Transfer.Identity)
+		}
 	}
 	return nil
 }
@@ -142,7 +154,7 @@ func ProjectMLP(ctx context.Context, pa *PairAnalysis, m Module, oldW []float32,
 // the thin product W_o^T B_o or A_o W_o^T), newW the new layer's (I_n x d_n
 // for gate/up, d_n x I_n for down), both row-major float32; newInter is I_n.
 // Everything runs in float64, the base weights converted block by block.
-// With G the operator's factored Gram, the tall case evaluates
+// With G^-1 the operator's inverse Gram, the tall case evaluates
 //
 //	gate/up: B_n = W_n (pinv(W_x) (G^-1 (W_o^T B_o)))
 //	down:    A_n = (((A_o W_o^T) G^-1) W_x) W_n
@@ -203,7 +215,7 @@ func (op *MLPOperator) delta(ctx context.Context, pa *PairAnalysis, m Module, ol
 		if err != nil {
 			return fail(err)
 		}
-		if bn, err = pa.Transfer.pinvApply(bo); err != nil {
+		if bn, err = op.pinv(pa, bo); err != nil {
 			return fail(err)
 		}
 		x, err := op.applyDown(ctx, ao, oldW) // A_o pinv(W_o), r x d_o
@@ -222,55 +234,66 @@ func (op *MLPOperator) delta(ctx context.Context, pa *PairAnalysis, m Module, ol
 		if err != nil {
 			return fail(err)
 		}
-		y, err := pa.Transfer.pinvApply(x) // d_n x r
+		y, err := op.pinv(pa, x) // d_n x r
 		if err != nil {
 			return fail(err)
 		}
 		if bn, err = wMul(ctx, newW, newInter, dn, y); err != nil {
 			return fail(err)
 		}
-		if an, err = mapInput(pa.Transfer, ao, im); err != nil {
+		if im == InputPinv && op.PinvWx != nil {
+			an = mul2(ao, op.PinvWx.T()) // (pinv(W_x) A_o^T)^T
+		} else if an, err = mapInput(pa.Transfer, ao, im); err != nil {
 			return fail(err)
 		}
 	}
 	return bn, an, nil
 }
 
+// pinv returns pinv(W_x) y (d_n x k) for y (d_o x k).
+func (op *MLPOperator) pinv(pa *PairAnalysis, y *mat.Dense) (*mat.Dense, error) {
+	if op.PinvWx != nil {
+		return mul2(op.PinvWx, y), nil
+	}
+	return pa.Transfer.pinvApply(y)
+}
+
 // applyUp returns pinv(W_o) b for gate/up (W_o I x d, b I x r): G^-1 (W_o^T b)
 // when tall, W_o^T (G^-1 b) otherwise.
 func (op *MLPOperator) applyUp(ctx context.Context, b *mat.Dense, w []float32) (*mat.Dense, error) {
+	inv, err := op.Gram.inverse()
+	if err != nil {
+		return nil, err
+	}
 	if op.tall() {
 		wtb, err := wTMul(ctx, w, op.Inter, op.Hidden, b)
 		if err != nil {
 			return nil, err
 		}
-		return op.Gram.solve(wtb)
+		return mul2(inv, wtb), nil
 	}
-	z, err := op.Gram.solve(b)
-	if err != nil {
-		return nil, err
-	}
-	return wTMul(ctx, w, op.Inter, op.Hidden, z)
+	return wTMul(ctx, w, op.Inter, op.Hidden, mul2(inv, b))
 }
 
 // applyDown returns a pinv(W_o) for down (W_o d x I, a r x I), r x d:
-// (a W_o^T) G^-1 when X = W_o^T is tall, (a G^-1) W_o^T otherwise (G is
-// symmetric, so x G^-1 = (G^-1 x^T)^T).
+// (a W_o^T) G^-1 when X = W_o^T is tall, (a G^-1) W_o^T otherwise.
 func (op *MLPOperator) applyDown(ctx context.Context, a *mat.Dense, w []float32) (*mat.Dense, error) {
+	inv, err := op.Gram.inverse()
+	if err != nil {
+		return nil, err
+	}
 	if op.tall() {
 		awt, err := mulWT(ctx, a, w, op.Hidden, op.Inter)
 		if err != nil {
 			return nil, err
 		}
-		z, err := op.Gram.solve(awt.T())
-		if err != nil {
-			return nil, err
-		}
-		return mat.DenseCopyOf(z.T()), nil
+		return mul2(awt, inv), nil
 	}
-	z, err := op.Gram.solve(a.T())
-	if err != nil {
-		return nil, err
-	}
-	return mulWT(ctx, mat.DenseCopyOf(z.T()), w, op.Hidden, op.Inter)
+	return mulWT(ctx, mul2(a, inv), w, op.Hidden, op.Inter)
+}
+
+func mul2(a, b mat.Matrix) *mat.Dense {
+	var c mat.Dense
+	c.Mul(a, b)
+	return &c
 }

@@ -20,11 +20,11 @@ const (
 	// (blocks); the normal equations amplify that by cond(W_o)^2, ~1e3 for
 	// the random shapes below, so ~1e-13 is expected and 1e-10 is generous.
 	directTol = 1e-10
-	// pinvTol + pinvCondTol*cond(W_o)^2: against a dense SVD pseudo-inverse,
-	// the ridge (1e-12 of the mean eigenvalue) shifts the smallest
-	// eigen-direction by up to 1e-12 cond(W_o)^2 relative, and the normal
-	// equations lose ~1e-16 cond(W_o)^2; 10x margin on the ridge term (random
-	// square weights reach cond ~ 1e2-1e3).
+	// pinvTol + pinvCondTol*cond(X)^2 per pseudo-inverse (X = W_o, W_x):
+	// against a dense SVD pseudo-inverse, the ridge (1e-12 of the mean
+	// eigenvalue) shifts the smallest eigen-direction by up to 1e-12 cond(X)^2
+	// relative, and the normal equations lose ~1e-16 cond(X)^2; 10x margin on
+	// the ridge term (random square matrices reach cond ~ 1e2-1e3).
 	pinvTol     = 1e-9
 	pinvCondTol = 1e-11
 	// float32Tol: Project returns float32 factors (2^-24 relative each); their
@@ -127,6 +127,17 @@ func pinvSolve(x, y mat.Matrix) (*mat.Dense, error) {
 	return mul(x.T(), z), nil
 }
 
+// pinvTolFor is pinvTol + pinvCondTol * cond(a)^2.
+func pinvTolFor(t *testing.T, a mat.Matrix) float64 {
+	t.Helper()
+	sv, err := linalg.SingularValues(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := sv[0] / sv[len(sv)-1]
+	return pinvTol + pinvCondTol*c*c
+}
+
 // densePinv is the SVD pseudo-inverse, for brute-force checks.
 func densePinv(t *testing.T, a mat.Matrix) *mat.Dense {
 	t.Helper()
@@ -155,6 +166,13 @@ func TestMLPOperatorMatchesDirectAndDense(t *testing.T) {
 	for _, s := range mlpShapes {
 		pa := mlpPair(rng, s)
 		pwx := densePinv(t, pa.Transfer.W)
+		pinvWx, err := NewTransferPinv(pa.Transfer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := relErr(pinvWx, pwx); e > pinvTolFor(t, pa.Transfer.W) {
+			t.Fatalf("%v: NewTransferPinv off the SVD pseudo-inverse by %.2g", s, e)
+		}
 		for _, role := range []Role{RoleGate, RoleUp, RoleDown} {
 			for _, im := range []InputMap{InputWx, InputPinv} {
 				m, wo, wn := mlpCase(rng, s, role, r)
@@ -177,6 +195,16 @@ func TestMLPOperatorMatchesDirectAndDense(t *testing.T) {
 				if e := relErr(dw, want); e > directTol {
 					t.Errorf("%v %s/%s: operator path off the per-call solve by %.2g", s, role, im, e)
 				}
+				// With the explicit pinv(W_x) (what the convert cache hands out).
+				withP := *op
+				withP.PinvWx = pinvWx
+				bn, an, err = withP.delta(ctx, pa, m, linalg.Float32(wo), linalg.Float32(wn), s.in, im)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e := relErr(mul(bn, an), want); e > directTol {
+					t.Errorf("%v %s/%s: operator with explicit pinv(W_x) off the per-call solve by %.2g", s, role, im, e)
+				}
 				// Brute force: the reference formula with dense pseudo-inverses.
 				bo := linalg.Dense64(m.B, len(m.B)/r, r)
 				ao := linalg.Dense64(m.A, r, len(m.A)/r)
@@ -190,13 +218,8 @@ func TestMLPOperatorMatchesDirectAndDense(t *testing.T) {
 					}
 					dense = mul(mul(mul(mul(wn, pwx), densePinv(t, wo)), bo), an)
 				}
-				sv, err := linalg.SingularValues(wo)
-				if err != nil {
-					t.Fatal(err)
-				}
-				cond := sv[0] / sv[len(sv)-1]
-				if e := relErr(dw, dense); e > pinvTol+pinvCondTol*cond*cond {
-					t.Errorf("%v %s/%s: operator path off the dense pinv formula by %.2g (cond(W_o) %.3g)", s, role, im, e, cond)
+				if e := relErr(dw, dense); e > pinvTolFor(t, wo)+pinvTolFor(t, pa.Transfer.W) {
+					t.Errorf("%v %s/%s: operator path off the dense pinv formula by %.2g", s, role, im, e)
 				}
 				// The public result is that delta re-factored and rounded to
 				// float32, by Project and by the one-shot ProjectMLP alike.
@@ -234,7 +257,7 @@ func TestMLPOperatorRoundTripIsExact(t *testing.T) {
 			t.Fatal(err)
 		}
 		again := &MLPOperator{Role: op.Role, OldLayer: op.OldLayer, NewLayer: op.NewLayer, Inter: op.Inter, Hidden: op.Hidden,
-			Gram: &GramFactor{N: op.Gram.N, Ridge: op.Gram.Ridge, U: slices.Clone(op.Gram.U)}}
+			Gram: &GramFactor{Kind: op.Gram.Kind, N: op.Gram.N, Ridge: op.Gram.Ridge, Packed: slices.Clone(op.Gram.Packed)}}
 		a, err := op.Project(ctx, pa, m, linalg.Float32(wo), linalg.Float32(wn), s.in, ProjectOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -249,39 +272,63 @@ func TestMLPOperatorRoundTripIsExact(t *testing.T) {
 	}
 }
 
-// The packed factor holds U with U^T U = G + lambda I, hand-checked on a 2 x 3
-// weight: W^T W for the inner side, W W^T for the outer.
+// Hand-checked on a 2 x 3 weight W = [[1 2 0] [0 1 3]] with ridge 0.5 of the
+// mean eigenvalue: W W^T = [[5 2] [2 10]], lambda = 3.75, so G + lambda I =
+// [[8.75 2] [2 13.75]]; its packed Cholesky factor and packed inverse follow
+// by hand. W^T W (order 3, rank 2) needs the ridge to factor at all.
 func TestGramFactorHandWorked(t *testing.T) {
-	w := []float32{1, 2, 0, 0, 1, 3}                                  // [[1 2 0] [0 1 3]]
-	f, err := gramFactorOf(context.Background(), w, 2, 3, false, 0.5) // W W^T = [[5 2] [2 10]], mean eig 7.5
+	ctx := context.Background()
+	w := []float32{1, 2, 0, 0, 1, 3}
+	ch, l, err := ridgedGram(ctx, w, 2, 3, false, 0.5)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Ridge != 3.75 {
-		t.Fatalf("ridge %g, want 0.5 * 15/2", f.Ridge)
+	if l != 3.75 {
+		t.Fatalf("ridge %g, want 0.5 * 15/2", l)
 	}
-	// G + l I = [[8.75 2] [2 13.75]]: U = [[sqrt(8.75), 2/sqrt(8.75)], [0, sqrt(13.75 - 4/8.75)]].
 	u00 := math.Sqrt(8.75)
-	want := []float64{u00, 2 / u00, math.Sqrt(13.75 - 4/8.75)}
-	for i := range want {
-		if math.Abs(f.U[i]-want[i]) > 1e-14 {
-			t.Fatalf("packed U = %v, want %v", f.U, want)
+	det := 8.75*13.75 - 4
+	for _, tc := range []struct {
+		got  *GramFactor
+		want []float64
+	}{
+		{packCholesky(ch), []float64{u00, 2 / u00, math.Sqrt(13.75 - 4/8.75)}},
+		{mustInverse(t, w, 0.5), []float64{13.75 / det, -2 / det, 8.75 / det}},
+	} {
+		for i := range tc.want {
+			if math.Abs(tc.got.Packed[i]-tc.want[i]) > 1e-15 {
+				t.Fatalf("%s: packed %v, want %v", tc.got.Kind, tc.got.Packed, tc.want)
+			}
+		}
+		if err := tc.got.Validate(); err != nil {
+			t.Fatal(err)
 		}
 	}
-	g, err := gramFactorOf(context.Background(), w, 2, 3, true, 0) // tiny ridge: W^T W is rank 2 of order 3
-	if err == nil {
-		t.Fatalf("rank-deficient W^T W with zero ridge factored: %v", g.U)
+	if _, _, err := ridgedGram(ctx, w, 2, 3, true, 0); err == nil {
+		t.Fatal("rank-deficient W^T W with zero ridge factored")
 	}
-	g, err = gramFactorOf(context.Background(), w, 2, 3, true, 1e-3)
+	if _, _, err := ridgedGram(ctx, w, 2, 3, true, 1e-3); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ridgedGram(ctx, make([]float32, 6), 2, 3, true, 1e-3); err == nil || !strings.Contains(err.Error(), "all zero") {
+		t.Errorf("zero weight: err = %v", err)
+	}
+	// A factor of the wrong kind is refused where the other is needed.
+	if _, err := packCholesky(ch).inverse(); err == nil {
+		t.Error("a Cholesky factor served as an inverse")
+	}
+	if err := (&GramFactor{Kind: "lu", N: 1, Packed: []float64{1}}).Validate(); err == nil {
+		t.Error("unknown kind accepted")
+	}
+}
+
+func mustInverse(t *testing.T, w []float32, ridge float64) *GramFactor {
+	t.Helper()
+	f, err := gramInverseOf(context.Background(), w, 2, 3, false, ridge)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.N != 3 || len(g.U) != PackedLen(3) {
-		t.Fatalf("inner factor of order %d with %d values", g.N, len(g.U))
-	}
-	if _, err := gramFactorOf(context.Background(), make([]float32, 6), 2, 3, true, 1e-3); err == nil || !strings.Contains(err.Error(), "all zero") {
-		t.Errorf("zero weight: err = %v", err)
-	}
+	return f
 }
 
 // A corrupt factor or an operator that does not fit the pair is an error.
@@ -322,18 +369,30 @@ func TestMLPOperatorRejectsBadInput(t *testing.T) {
 		}, "not a pair of the layer map"},
 		{"short factor", func() error {
 			op := fresh()
-			op.Gram = &GramFactor{N: op.Gram.N, U: op.Gram.U[:3]}
+			op.Gram = &GramFactor{Kind: GramInverse, N: op.Gram.N, Packed: op.Gram.Packed[:3]}
 			_, err := op.Project(ctx, pa, m, linalg.Float32(wo), linalg.Float32(wn), s.in, ProjectOptions{})
 			return err
 		}, "packed values"},
 		{"NaN factor", func() error {
 			op := fresh()
-			u := slices.Clone(op.Gram.U)
+			u := slices.Clone(op.Gram.Packed)
 			u[0] = math.NaN()
-			op.Gram = &GramFactor{N: op.Gram.N, U: u}
+			op.Gram = &GramFactor{Kind: GramInverse, N: op.Gram.N, Packed: u}
 			_, err := op.Project(ctx, pa, m, linalg.Float32(wo), linalg.Float32(wn), s.in, ProjectOptions{})
 			return err
 		}, "entry (0, 0)"},
+		{"pinv shape", func() error {
+			op := fresh()
+			op.PinvWx = mat.NewDense(s.do, s.do, nil)
+			_, err := op.Project(ctx, pa, m, linalg.Float32(wo), linalg.Float32(wn), s.in, ProjectOptions{})
+			return err
+		}, "pinv(W_x) is 12 x 12"},
+		{"factor kind", func() error {
+			op := fresh()
+			op.Gram = &GramFactor{Kind: GramCholesky, N: op.Gram.N, Packed: op.Gram.Packed}
+			_, err := op.Project(ctx, pa, m, linalg.Float32(wo), linalg.Float32(wn), s.in, ProjectOptions{})
+			return err
+		}, "want \"inverse\""},
 		{"new weight", func() error {
 			_, err := fresh().Project(ctx, pa, m, linalg.Float32(wo), make([]float32, 7), s.in, ProjectOptions{})
 			return err
@@ -366,7 +425,7 @@ func TestTransferPinvFactorRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		b := NewTransfer(mat.DenseCopyOf(w))
-		if err := b.SetPinvFactor(&GramFactor{N: f.N, U: slices.Clone(f.U)}); err != nil {
+		if err := b.SetPinvFactor(&GramFactor{Kind: f.Kind, N: f.N, Packed: slices.Clone(f.Packed)}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := b.pinvApply(y)
@@ -376,12 +435,15 @@ func TestTransferPinvFactorRoundTrip(t *testing.T) {
 		if !slices.Equal(got.RawMatrix().Data, want.RawMatrix().Data) {
 			t.Errorf("%v: pinv(W_x) from the packed factor differs", dims)
 		}
-		if err := NewTransfer(w).SetPinvFactor(&GramFactor{N: f.N + 1, U: make([]float64, PackedLen(f.N+1))}); err == nil {
+		if err := NewTransfer(w).SetPinvFactor(&GramFactor{Kind: GramCholesky, N: f.N + 1, Packed: make([]float64, PackedLen(f.N+1))}); err == nil {
 			t.Errorf("%v: factor of the wrong order accepted", dims)
 		}
 	}
 	if f, err := IdentityTransfer(4).PinvFactor(); f != nil || err != nil {
 		t.Errorf("identity: %v, %v", f, err)
+	}
+	if p, err := NewTransferPinv(IdentityTransfer(4)); p != nil || err != nil {
+		t.Errorf("identity pinv: %v, %v", p, err)
 	}
 }
 
@@ -417,11 +479,7 @@ func TestBlockProducts(t *testing.T) {
 			got, err = mulW(ctx, h, w32, rows, cols)
 			check("h w", got, err, mul(h, w))
 			for _, inner := range []bool{true, false} {
-				f, err := gramFactorOf(ctx, w32, rows, cols, inner, 1e-3)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ch, err := f.cholesky()
+				ch, l, err := ridgedGram(ctx, w32, rows, cols, inner, 1e-3)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -431,8 +489,9 @@ func TestBlockProducts(t *testing.T) {
 				if inner {
 					want = mul(w.T(), w)
 				}
-				for i := 0; i < f.N; i++ {
-					want.Set(i, i, want.At(i, i)+f.Ridge)
+				n, _ := want.Dims()
+				for i := 0; i < n; i++ {
+					want.Set(i, i, want.At(i, i)+l)
 				}
 				check("gram", &g, nil, want)
 			}
