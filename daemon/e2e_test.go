@@ -136,7 +136,8 @@ func TestE2EHubOutageRetried(t *testing.T) {
 	seed(t, srv, "acme/math", m.adapter)
 	h.runOnce()
 	commit := seed(t, srv, "org/base", m.new)
-	// Every download of the new base fails while the outage lasts.
+	// The outage: the next download from the Hub answers 503 (the client here
+	// does no retries of its own, so the daemon sees it).
 	srv.Inject(hubtest.Fault{PathPrefix: "/org/base/resolve/", Status: 503, Times: 1})
 	h.runOnce()
 	j := h.job("acme/math")
