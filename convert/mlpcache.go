@@ -134,7 +134,7 @@ func (c *mlpCache) operator(ctx context.Context, pa *lorasuite.PairAnalysis, rol
 	}
 	op.PinvWx = c.pinv
 	if err := op.Validate(pa); err != nil {
-		return nil, fmt.Errorf("convert: MLP operator cache %s: %w", filepath.Join(c.dir, name), err)
+		return nil, fmt.Errorf("convert: MLP operator %s: %w", name, err)
 	}
 	return op, nil
 }

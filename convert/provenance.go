@@ -133,14 +133,15 @@ type Timings struct {
 }
 
 // MLPTimings counts the MLP operators (one per layer pair and role: the
-// Cholesky factor of the old base weight's ridged Gram) a migration used.
+// inverse of the old base weight's ridged Gram) a migration used.
 type MLPTimings struct {
 	Cached   int `json:"cached"`   // read from the pair cache
 	Computed int `json:"computed"` // computed now (and stored, with a cache)
-	// TransferPinv is "cached" or "computed" for the pinv(W_x) factor, ""
-	// when W_x is the identity or not needed.
+	// TransferPinv is "cached" or "computed" for the explicit pinv(W_x) the
+	// operators share, "" when W_x is the identity.
 	TransferPinv string `json:"transfer_pinv,omitempty"`
-	// Seconds spent reading or computing the operators (part of ProjectSeconds).
+	// Seconds spent reading or computing the operators and pinv(W_x) (part
+	// of ProjectSeconds).
 	Seconds float64 `json:"seconds"`
 }
 
