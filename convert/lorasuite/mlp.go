@@ -17,10 +17,10 @@ const mlpRidge = 1e-12
 
 // MLPOperator is the adapter-independent part of migrating one MLP module
 // (step 4, "MLP") of one layer pair and role: the inverse of the ridged Gram
-// matrix behind pinv(W_o). It depends only on the old base weight
-// W_o (and the layer map that pairs OldLayer with NewLayer), so it is computed
-// once per pair and cached; Project then migrates any number of adapters
-// with thin products only.
+// matrix behind pinv(W_o). It depends only on the old base weight W_o (and
+// the layer map that pairs OldLayer with NewLayer), so it is computed once
+// per pair and cached; Project then migrates any number of adapters with
+// thin products and GEMMs with r columns only.
 //
 // With X = W_o for gate/up (I_o x d_o) and X = W_o^T for down (I_o x d_o as
 // well), pinv(X) = (X^T X + l I)^-1 X^T when X is tall (I_o >= d_o, every
@@ -53,8 +53,9 @@ func (op *MLPOperator) tall() bool { return op.Inter >= op.Hidden }
 // weight oldW (I_o x d_o for gate/up, d_o x I_o for down, row-major float32,
 // oldInter = I_o). Cost: one Gram of oldW, I_o n^2 flops with n = min(I_o,
 // d_o), accumulated over row or column blocks in float64 (~0.19 TFLOP at
-// Llama-2-7B sizes), plus n^3 for the Cholesky factor and the inverse. It returns (nil, nil) when the
-// layer is not in pa's layer map.
+// Llama-2-7B sizes), plus n^3 for the Cholesky factor and the inverse (~5 s
+// in all with OpenBLAS). It returns (nil, nil) when the layer is not in pa's
+// layer map.
 func NewMLPOperator(ctx context.Context, pa *PairAnalysis, role Role, oldLayer int, oldW []float32, oldInter int) (*MLPOperator, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -159,9 +160,10 @@ func ProjectMLP(ctx context.Context, pa *PairAnalysis, m Module, oldW []float32,
 //	gate/up: B_n = W_n (pinv(W_x) (G^-1 (W_o^T B_o)))
 //	down:    A_n = (((A_o W_o^T) G^-1) W_x) W_n
 //
-// in O(I d r + d^2 r) flops (~4 GFLOP at Llama sizes, r = 16), the same
-// arithmetic as a per-call solve up to summation order. The delta stays
-// rank <= r and is re-factored like Project's.
+// in O(I d r + d^2 r) flops (~4 GFLOP, ~0.3 s with OpenBLAS at Llama sizes,
+// r = 16). In exact arithmetic this is the per-call ridged solve; in float64
+// the two differ by rounding amplified by cond(W_o)^2 (tested to 1e-10
+// relative). The delta stays rank <= r and is re-factored like Project's.
 //
 // The formulas reproduce the planted truth only for the part of B_o (gate/up)
 // or A_o (down) inside the range of the old base weight; the rest is dropped.
