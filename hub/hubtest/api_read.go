@@ -174,13 +174,8 @@ func cardTags(card map[string]any) []string {
 func (s *Server) handleRepoInfo(w http.ResponseWriter, r *http.Request, c caller, id, rev string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rp, ok := s.lookupRepo(w, c, id)
+	rp, cm, ok := s.lookupRev(w, c, id, rev)
 	if !ok {
-		return
-	}
-	cm, ok := rp.resolve(rev)
-	if !ok {
-		writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
 		return
 	}
 	q := r.URL.Query()
@@ -296,13 +291,8 @@ func (s *Server) handleCommits(w http.ResponseWriter, r *http.Request, c caller,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rp, ok := s.lookupRepo(w, c, id)
+	rp, cm, ok := s.lookupRev(w, c, id, rev)
 	if !ok {
-		return
-	}
-	cm, ok := rp.resolve(rev)
-	if !ok {
-		writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
 		return
 	}
 	hist := rp.history(cm)

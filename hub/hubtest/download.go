@@ -33,13 +33,8 @@ func (s *Server) checkGate(w http.ResponseWriter, c caller, r *repo, p string) b
 // locate finds repo, revision and file for a download, writing the Hub's
 // error when one is missing. Callers hold s.mu.
 func (s *Server) locate(w http.ResponseWriter, c caller, id, rev, p string) (*repo, *commit, entry, bool) {
-	rp, ok := s.lookupRepo(w, c, id)
+	rp, cm, ok := s.lookupRev(w, c, id, rev)
 	if !ok {
-		return nil, nil, entry{}, false
-	}
-	cm, ok := rp.resolve(rev)
-	if !ok {
-		writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
 		return nil, nil, entry{}, false
 	}
 	w.Header().Set("X-Repo-Commit", cm.ID)

@@ -257,6 +257,26 @@ func (s *Server) lookupRepo(w http.ResponseWriter, c caller, id string) (*repo, 
 	return r, true
 }
 
+// lookupRev finds a repo the caller may see and a revision in it, or writes
+// RepoNotFound / RevisionNotFound. Callers hold s.mu.
+func (s *Server) lookupRev(w http.ResponseWriter, c caller, id, rev string) (*repo, *commit, bool) {
+	rp, ok := s.lookupRepo(w, c, id)
+	if !ok {
+		return nil, nil, false
+	}
+	cm, ok := resolveRev(w, rp, rev)
+	return rp, cm, ok
+}
+
+// resolveRev resolves rev in rp, or writes RevisionNotFound.
+func resolveRev(w http.ResponseWriter, rp *repo, rev string) (*commit, bool) {
+	cm, ok := rp.resolve(rev)
+	if !ok {
+		writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
+	}
+	return cm, ok
+}
+
 // presignTTL is how long presigned CDN URLs stay valid (X-Amz-Expires).
 const presignTTL = time.Hour
 

@@ -98,13 +98,8 @@ func (s *Server) handleTree(w http.ResponseWriter, r *http.Request, c caller, id
 	expand := q.Get("expand") == "true" || q.Get("expand") == "1"
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rp, ok := s.lookupRepo(w, c, id)
+	rp, cm, ok := s.lookupRev(w, c, id, rev)
 	if !ok {
-		return
-	}
-	cm, ok := rp.resolve(rev)
-	if !ok {
-		writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
 		return
 	}
 	dir = strings.Trim(dir, "/")
@@ -157,13 +152,8 @@ func (s *Server) handlePathsInfo(w http.ResponseWriter, r *http.Request, c calle
 	expand := body.Expand == true || body.Expand == "true" || body.Expand == "True" || body.Expand == "1"
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rp, ok := s.lookupRepo(w, c, id)
+	rp, cm, ok := s.lookupRev(w, c, id, rev)
 	if !ok {
-		return
-	}
-	cm, ok := rp.resolve(rev)
-	if !ok {
-		writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
 		return
 	}
 	out := []treeItemJSON{}

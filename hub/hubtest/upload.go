@@ -33,9 +33,8 @@ func (s *Server) handlePreupload(w http.ResponseWriter, r *http.Request, c calle
 	if !ok {
 		return
 	}
-	cm, ok := rp.resolve(rev)
+	cm, ok := resolveRev(w, rp, rev)
 	if !ok {
-		writeError(w, http.StatusNotFound, "RevisionNotFound", "Invalid rev id: "+rev)
 		return
 	}
 	attrs := body.GitAttributes
