@@ -76,23 +76,8 @@ func parseNormalizer(r json.RawMessage) (normalizer, error) {
 	}
 	switch typ {
 	case "Sequence":
-		var c struct {
-			Normalizers []json.RawMessage `json:"normalizers"`
-		}
-		if err := json.Unmarshal(r, &c); err != nil {
-			return nil, fmt.Errorf("Sequence: %w", err)
-		}
-		var q normSeq
-		for i, sub := range c.Normalizers {
-			n, err := parseNormalizer(sub)
-			if err != nil {
-				return nil, fmt.Errorf("Sequence[%d]: %w", i, err)
-			}
-			if n != nil {
-				q = append(q, n)
-			}
-		}
-		return q, nil
+		q, err := parseSequence(r, "normalizers", parseNormalizer)
+		return normSeq(q), err
 	case "NFC":
 		return normForm{norm.NFC}, nil
 	case "NFD":

@@ -172,23 +172,8 @@ func parsePreTokenizer(r json.RawMessage) (preTokenizer, error) {
 	}
 	switch typ {
 	case "Sequence":
-		var c struct {
-			PreTokenizers []json.RawMessage `json:"pretokenizers"`
-		}
-		if err := json.Unmarshal(r, &c); err != nil {
-			return nil, fmt.Errorf("Sequence: %w", err)
-		}
-		var q preSeq
-		for i, sub := range c.PreTokenizers {
-			p, err := parsePreTokenizer(sub)
-			if err != nil {
-				return nil, fmt.Errorf("Sequence[%d]: %w", i, err)
-			}
-			if p != nil {
-				q = append(q, p)
-			}
-		}
-		return q, nil
+		q, err := parseSequence(r, "pretokenizers", parsePreTokenizer)
+		return preSeq(q), err
 	case "ByteLevel":
 		c := struct {
 			AddPrefixSpace bool  `json:"add_prefix_space"`

@@ -204,6 +204,31 @@ func isNull(r json.RawMessage) bool {
 	return len(r) == 0 || string(r) == "null"
 }
 
+// parseSequence parses the steps of a {"type": "Sequence", key: [...]}
+// pipeline component with parse, dropping steps that parse to nil (null).
+// Errors name the failing step's index.
+func parseSequence[T any](r json.RawMessage, key string, parse func(json.RawMessage) (T, error)) ([]T, error) {
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal(r, &c); err != nil {
+		return nil, fmt.Errorf("Sequence: %w", err)
+	}
+	var steps []json.RawMessage
+	if err := json.Unmarshal(c[key], &steps); err != nil && !isNull(c[key]) {
+		return nil, fmt.Errorf("Sequence: %s: %w", key, err)
+	}
+	var out []T
+	for i, sub := range steps {
+		x, err := parse(sub)
+		if err != nil {
+			return nil, fmt.Errorf("Sequence[%d]: %w", i, err)
+		}
+		if any(x) != nil {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
 // typeOf reads the "type" field of a pipeline component.
 func typeOf(r json.RawMessage) (string, error) {
 	var h struct {
