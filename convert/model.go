@@ -69,7 +69,9 @@ func (m *model) dims() lorasuite.Dims {
 }
 
 // Layer implements lorasuite.LayerSource: one layer's q/k/v/o converted to
-// float32 from the mapping, nothing else held.
+// float32 from the mapping, nothing else held. Each weight's mapped pages are
+// released once converted (safetensors.Releaser), so streaming every layer
+// does not leave the whole checkpoint resident.
 func (m *model) Layer(ctx context.Context, i int) (*lorasuite.LayerWeights, error) {
 	var lw lorasuite.LayerWeights
 	for _, t := range []struct {
@@ -79,13 +81,25 @@ func (m *model) Layer(ctx context.Context, i int) (*lorasuite.LayerWeights, erro
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		v, err := m.weights.Float32(m.cfg.Weight(i, t.role))
+		v, err := m.float32(m.cfg.Weight(i, t.role))
 		if err != nil {
 			return nil, err
 		}
 		*t.dst = v
 	}
 	return &lw, nil
+}
+
+// float32 converts one whole weight to float32 and releases its mapped pages.
+func (m *model) float32(name string) ([]float32, error) {
+	v, err := m.weights.Float32(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := safetensors.Release(m.weights, name); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 var snapshotDir = regexp.MustCompile(`(^|/)snapshots/([0-9a-f]{40})$`)

@@ -16,7 +16,7 @@ import (
 // one batch; MLP modules one at a time through their lorasuite.MLPOperator
 // (from the pair's cache, see mlpCache), with the two base weights of the
 // module's role read from the mappings (one module's pair of weights in
-// float32 at a time). Modules whose old layer has no partner in the layer map
+// float32 at a time, their mapped pages released once converted). Modules whose old layer has no partner in the layer map
 // are returned as dropped. The MLP timings are nil without MLP modules.
 func project(ctx context.Context, pair *Pair, ad *peft.Adapter, old, nw *model, o Options) (*peft.Adapter, []Unmapped, *MLPTimings, error) {
 	pa := pair.Analysis
@@ -88,7 +88,7 @@ func project(ctx context.Context, pair *Pair, ad *peft.Adapter, old, nw *model, 
 			dropped = append(dropped, Unmapped{Module: src.Key, Reason: "old layer not in the layer map"})
 			continue
 		}
-		oldW, err := old.weights.Float32(old.cfg.Weight(src.Layer, src.Role))
+		oldW, err := old.float32(old.cfg.Weight(src.Layer, src.Role))
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("convert: %w", err)
 		}
@@ -96,7 +96,7 @@ func project(ctx context.Context, pair *Pair, ad *peft.Adapter, old, nw *model, 
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("convert: adapter %s: %s: %w", o.Adapter, src.Key, err)
 		}
-		newW, err := nw.weights.Float32(nw.cfg.Weight(ln, src.Role))
+		newW, err := nw.float32(nw.cfg.Weight(ln, src.Role))
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("convert: %w", err)
 		}

@@ -207,10 +207,16 @@ func MeanPool(x []float32, dim int) []float32 {
 	return out
 }
 
-// tensor converts one whole tensor to float32.
+// tensor converts one whole tensor to float32 and releases its mapped pages
+// (safetensors.Releaser): a forward pass reads each weight once per Walk, so
+// keeping the source pages resident would leave the whole checkpoint in the
+// process's RSS.
 func (m *Model) tensor(name string) ([]float32, error) {
 	x, err := m.r.Float32(name)
 	if err != nil {
+		return nil, fmt.Errorf("forward: %w", err)
+	}
+	if err := safetensors.Release(m.r, name); err != nil {
 		return nil, fmt.Errorf("forward: %w", err)
 	}
 	return x, nil
@@ -264,6 +270,9 @@ func (m *Model) logits(final [][]float32) ([][]float32, error) {
 		hi := min(lo+lmHeadChunk, c.Vocab)
 		w, err := m.r.Float32Rows(c.LMHead(), lo, hi)
 		if err != nil {
+			return nil, fmt.Errorf("forward: %w", err)
+		}
+		if err := safetensors.ReleaseRows(m.r, c.LMHead(), lo, hi); err != nil {
 			return nil, fmt.Errorf("forward: %w", err)
 		}
 		for k, x := range final {

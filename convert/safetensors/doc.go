@@ -21,6 +21,10 @@
 // zero-copy view into the mapping; [Reader.Float32] and [Reader.Float32Rows]
 // convert on demand (F32, F16, BF16, F64, I32, I64), so a 150k-row embedding can
 // be streamed in row chunks without ever holding the whole matrix as float32.
+// Pages a read faulted in stay in the process's resident set until the file is
+// closed; [Release] and [ReleaseRows] ([Releaser]) drop them again once a tensor
+// has been converted (madvise(MADV_DONTNEED) on Linux, a no-op elsewhere). Data
+// and Bytes views stay valid: later reads re-fault the pages from the page cache.
 //
 // Every error about a file names the file, and the tensor when there is one, and
 // wraps [ErrFormat] (malformed file) or [ErrDType] (a dtype this package cannot
