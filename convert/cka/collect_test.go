@@ -291,12 +291,12 @@ func TestHeatmap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := HeatmapCell
-	if b := img.Bounds(); b.Dx() != 3*c || b.Dy() != 2*c {
-		t.Fatalf("image %v, want %d x %d", b, 3*c, 2*c)
+	c, x0, y0 := heatLayout(2, 3)
+	if b := img.Bounds(); b.Dx() < x0+3*c || b.Dy() < y0+2*c {
+		t.Fatalf("image %v too small for a %d-pixel grid of 2 x 3 at (%d, %d)", b, c, x0, y0)
 	}
 	at := func(i, j int) [3]uint32 { // centre of cell (i, j)
-		r, g, b, _ := img.At(j*c+c/2, i*c+c/2).RGBA()
+		r, g, b, _ := img.At(x0+j*c+c/2, y0+i*c+c/2).RGBA()
 		return [3]uint32{r >> 8, g >> 8, b >> 8}
 	}
 	if got := at(0, 1); got != [3]uint32{33, 145, 140} {
@@ -311,15 +311,36 @@ func TestHeatmap(t *testing.T) {
 	if got := at(1, 1); got != [3]uint32{0, 0, 0} {
 		t.Errorf("NaN drawn as %v, want black", got)
 	}
-	r, _, _, _ := img.At(2*c, c).RGBA() // top-left corner of path cell (1, 2)
+	r, _, _, _ := img.At(x0+2*c, y0+c).RGBA() // top-left corner of path cell (1, 2)
 	if r>>8 != 230 {
 		t.Errorf("path cell (1,2) not outlined in red")
 	}
-	r, _, _, _ = img.At(c, 0).RGBA() // corner of cell (0, 1): not on the path
+	r, _, _, _ = img.At(x0+c, y0).RGBA() // corner of cell (0, 1): not on the path
 	if r>>8 == 230 {
 		t.Errorf("cell (0,1) outlined but not on the path")
 	}
 	if err := Heatmap(&buf, sim, []lorasuite.LayerPair{{Old: 2, New: 0}}); err == nil {
 		t.Error("pair outside the matrix accepted")
+	}
+}
+
+// The colour scale spans the matrix's own range, so typical CKA matrices
+// (all values in 0.6-0.9) still show their structure.
+func TestHeatmapScalesToRange(t *testing.T) {
+	sim := mat.NewDense(1, 3, []float64{0.6, 0.7, 0.8})
+	var buf bytes.Buffer
+	if err := Heatmap(&buf, sim, nil); err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, x0, y0 := heatLayout(1, 3)
+	for j, want := range [][3]uint32{{68, 1, 84}, {33, 145, 140}, {253, 231, 37}} {
+		r, g, b, _ := img.At(x0+j*c+c/2, y0+c/2).RGBA()
+		if got := [3]uint32{r >> 8, g >> 8, b >> 8}; got != want {
+			t.Errorf("cell %d drawn as %v, want %v", j, got, want)
+		}
 	}
 }
