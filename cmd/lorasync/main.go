@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lorasync/lorasync/convert"
 )
 
 // rootCmd is the lorasync command tree. Subcommands add themselves in init.
@@ -38,6 +40,11 @@ func main() {
 func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Bound the Go heap for conversions (one-shot and daemon alike); see
+	// convert.SetMemoryLimit for GOMEMLIMIT and LORASYNC_MEMORY_LIMIT.
+	if _, err := convert.SetMemoryLimit(); err != nil {
+		return err
+	}
 	err := rootCmd.ExecuteContext(ctx)
 	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil

@@ -19,6 +19,17 @@ import (
 //
 // -v logs fixture generation and the per-layer progress of the analysis.
 
+// TestMain bounds the heap as cmd/lorasync does (convert.SetMemoryLimit:
+// GOMEMLIMIT, else $LORASYNC_MEMORY_LIMIT, else 2 GiB), so that peak-anon-MB
+// measures what the command would use.
+func TestMain(m *testing.M) {
+	if _, err := convert.SetMemoryLimit(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	os.Exit(m.Run())
+}
+
 // rank is the LoRA rank of the benchmark adapters (issue 2: r = 16, q/k/v/o).
 const rank = 16
 
