@@ -2,7 +2,12 @@
 
 package linalg
 
-// #cgo pkg-config: openblas lapacke
+/*
+#cgo pkg-config: openblas lapacke
+// From OpenBLAS's cblas.h, declared here so that no header path is needed.
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int num_threads);
+*/
 import "C"
 
 import (
@@ -23,6 +28,13 @@ func init() {
 	blas32.Use(blasnetlib.Implementation{})
 	lapack64.Use(lapacknetlib.Implementation{})
 }
+
+// blasThreads returns OpenBLAS's current thread count.
+func blasThreads() int { return int(C.openblas_get_num_threads()) }
+
+// setBLASThreads sets OpenBLAS's thread count for all later calls from every
+// thread (the Debian 0.3.21 library has no per-caller setting).
+func setBLASThreads(n int) { C.openblas_set_num_threads(C.int(n)) }
 
 // svdThin computes the thin SVD of a (m x n, m, n >= 1) with LAPACKE Dgesdd
 // (divide and conquer, jobz = 'S'), row-major throughout.

@@ -257,8 +257,14 @@ func analyzeLayer(ctx context.Context, ow, nw *LayerWeights, od, nd Dims, tr *Tr
 		}
 		la.HeadMap[b] = a
 	}
-	// The four roles' per-head solves are independent: one goroutine each
-	// (they are small h x h problems; the big GEMMs above are done).
+	// The four roles' per-head solves are independent: one goroutine each.
+	// They are thousands of small h x h calls (a Cholesky solve, a product
+	// and a singular-value decomposition per head), which OpenBLAS would
+	// each spread over its thread pool, four callers spinning against each
+	// other; single-threaded BLAS for this phase lets the goroutines be the
+	// parallelism (the big GEMMs above are done).
+	release := linalg.SerialBLAS()
+	defer release()
 	roles := []struct {
 		name  string
 		dst   *RoleBlocks
@@ -304,6 +310,7 @@ func analyzeLayer(ctx context.Context, ow, nw *LayerWeights, od, nd Dims, tr *Tr
 		}()
 	}
 	wg.Wait()
+	release()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

@@ -26,6 +26,11 @@ func benchShapes() []benchShape {
 		Dims{Hidden: 1024, Layers: 1, Heads: 8, KVHeads: 8, HeadDim: 128},
 		Dims{Hidden: 1024, Layers: 1, Heads: 8, KVHeads: 2, HeadDim: 128}}}
 	if linalg.Backend() == "openblas" {
+		// Benchmark (a) of convert/bench: many small per-head solves per
+		// layer relative to the GEMMs, so it shows their threading cost.
+		s = append(s, benchShape{"qwen1.5-1.8b->qwen2.5-3b",
+			Dims{Hidden: 2048, Layers: 1, Heads: 16, KVHeads: 16, HeadDim: 128},
+			Dims{Hidden: 2048, Layers: 1, Heads: 16, KVHeads: 2, HeadDim: 128}})
 		s = append(s, benchShape{"llama2-7b->llama3-8b",
 			Dims{Hidden: 4096, Layers: 1, Heads: 32, KVHeads: 32, HeadDim: 128},
 			Dims{Hidden: 4096, Layers: 1, Heads: 32, KVHeads: 8, HeadDim: 128}})

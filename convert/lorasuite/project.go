@@ -174,7 +174,11 @@ func Project(ctx context.Context, pa *PairAnalysis, mods []Module, opts ProjectO
 		}
 		mappedB = pa.Transfer.mulLeftT(stack)
 	}
-	// Finish the modules (head blocks + Refactor) on GOMAXPROCS workers.
+	// Finish the modules (head blocks + Refactor) on GOMAXPROCS workers:
+	// small products, QRs and r x r SVDs, so single-threaded BLAS (see
+	// linalg.SerialBLAS); the batched products with W_x are done.
+	release := linalg.SerialBLAS()
+	defer release()
 	results := make([]*Module, len(jobs))
 	errs := make([]error, len(jobs))
 	next := make(chan int)
@@ -203,6 +207,7 @@ func Project(ctx context.Context, pa *PairAnalysis, mods []Module, opts ProjectO
 	}
 	close(next)
 	wg.Wait()
+	release()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
