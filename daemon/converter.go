@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/lorasync/lorasync/convert"
 	"github.com/lorasync/lorasync/convert/arch"
@@ -56,10 +58,12 @@ func layerMapArg(c config.ConvertConfig) string {
 	return c.LayerMap
 }
 
-// Convert implements Converter. convert.Convert fails only on its inputs
-// (a malformed or misfitting adapter, an unsupported architecture, an
-// unavailable option) or on local I/O; none of these change by retrying,
-// so every error but cancellation is permanent.
+// Convert implements Converter. convert.Convert fails on its inputs (a
+// malformed or misfitting adapter, an unsupported architecture, an
+// unavailable option), which retrying cannot fix, so those errors are
+// permanent; a resource shortage on the machine (disk full, out of memory
+// or file descriptors, an I/O error) may pass, so it is retried, and so is
+// cancellation.
 func (l LoRASuite) Convert(ctx context.Context, req ConvertRequest) (ConvertResult, error) {
 	log := l.Logger
 	if log == nil {
@@ -67,7 +71,7 @@ func (l LoRASuite) Convert(ctx context.Context, req ConvertRequest) (ConvertResu
 	}
 	res, err := convert.Convert(ctx, convertOptions(req, log))
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || transientIO(err) {
 			return ConvertResult{}, err
 		}
 		return ConvertResult{}, Permanent(err)
@@ -126,4 +130,15 @@ func (LoRASuite) Verify(ctx context.Context, dir, baseDir string) error {
 		}
 	}
 	return nil
+}
+
+// transientIO reports whether err comes from a machine resource that may
+// recover (as opposed to bad input).
+func transientIO(err error) bool {
+	for _, e := range []error{syscall.ENOSPC, syscall.EDQUOT, syscall.EIO, syscall.ENOMEM, syscall.EMFILE, syscall.ENFILE, syscall.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

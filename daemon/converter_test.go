@@ -1,12 +1,16 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/lorasync/lorasync/convert/peft"
@@ -137,5 +141,19 @@ func TestLayerMapArg(t *testing.T) {
 		if got := layerMapArg(c); got != want {
 			t.Errorf("layerMapArg(%+v) = %q, want %q", c, got, want)
 		}
+	}
+}
+
+// Bad input parks a job at once; a full disk is retried.
+func TestConvertErrorClasses(t *testing.T) {
+	conv := LoRASuite{Logger: slog.New(slog.DiscardHandler)}
+	dir := t.TempDir()
+	_, err := conv.Convert(context.Background(), ConvertRequest{AdapterDir: dir, OldBaseDir: dir, NewBaseDir: dir, OutDir: filepath.Join(dir, "out")})
+	if err == nil || !IsPermanent(err) {
+		t.Fatalf("missing config.json: err = %v, want a permanent error", err)
+	}
+	full := fmt.Errorf("convert: write %s: %w", dir, &os.PathError{Op: "write", Path: dir, Err: syscall.ENOSPC})
+	if !transientIO(full) || transientIO(errors.New("peft: bad adapter")) {
+		t.Fatal("transientIO misclassifies")
 	}
 }
