@@ -23,25 +23,14 @@ import (
 	"github.com/lorasync/lorasync/hub"
 )
 
-// newBackends builds the Hub client and the converter the daemon drives,
-// behind its interfaces (daemon.Hub, daemon.Converter). Downloads go to the
-// hub cache layout under cache_dir/hub. Tests may replace it.
+// newBackends builds the Hub client and the converter the daemon drives
+// (daemon.Backends). Tests may replace it.
 var newBackends = func(ctx context.Context, cfg *config.Config, token string, log *slog.Logger) (daemon.Hub, daemon.Converter, error) {
 	progress := hub.ProgressAuto // a bar on a terminal, periodic log records otherwise
 	if daemon.UnderSystemd(os.Getenv) {
 		progress = hub.ProgressLog
 	}
-	c, err := hub.New(hub.Options{
-		Endpoint: cfg.Hub.Endpoint,
-		Token:    token,
-		CacheDir: filepath.Join(cfg.CacheDir, "hub"),
-		Logger:   log,
-		Progress: progress,
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return daemon.NewHubClient(c), daemon.LoRASuite{Logger: log}, nil
+	return daemon.Backends(cfg, token, log, progress)
 }
 
 var daemonCmd = &cobra.Command{

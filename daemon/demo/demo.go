@@ -255,11 +255,11 @@ func startDaemon(path, dir string) (*daemon.Daemon, *state.Store, string, error)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	c, err := hub.New(hub.Options{Endpoint: cfg.Hub.Endpoint, Token: tok, CacheDir: filepath.Join(cfg.CacheDir, "hub"), Logger: log, Progress: hub.ProgressOff})
+	h, conv, err := daemon.Backends(cfg, tok, log, hub.ProgressOff)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, ConfigPath: path, Hub: daemon.NewHubClient(c), Converter: daemon.LoRASuite{Logger: log}, Logger: log})
+	d, err := daemon.New(daemon.Options{Config: cfg, ConfigPath: path, Hub: h, Converter: conv, Logger: log})
 	if err != nil {
 		return nil, nil, "", err
 	}
