@@ -156,7 +156,7 @@ func TestPairAnalysisIsCached(t *testing.T) {
 	if first.Provenance.Timings.PairCached {
 		t.Fatal("first migration claims a cached pair analysis")
 	}
-	entries, _ := filepath.Glob(filepath.Join(o.CacheDir, "pairs", "*.gob"))
+	entries, _ := filepath.Glob(filepath.Join(o.CacheDir, "pairs", "*"+pairExt))
 	if len(entries) != 1 {
 		t.Fatalf("cache holds %v", entries)
 	}

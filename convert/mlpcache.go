@@ -37,7 +37,7 @@ const (
 // projection: an MLP operator per (layer pair, role), i.e. the inverse of the
 // old base weight's ridged Gram, plus pinv(W_x) made explicit (and, for the
 // pinv input map, the Cholesky factor behind it). With a cache directory they
-// live next to the pair's .gob,
+// live next to the pair's cache file (<pairkey>.pair.safetensors),
 //
 //	<CacheDir>/pairs/<pairkey>.mlp/<old>-<new>-<role>.safetensors
 //	<CacheDir>/pairs/<pairkey>.mlp/wx-pinv.safetensors

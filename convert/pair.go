@@ -1,10 +1,8 @@
 package convert
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/gob"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,11 +13,11 @@ import (
 	"github.com/gofrs/flock"
 
 	"github.com/lorasync/lorasync/convert/lorasuite"
-	"github.com/lorasync/lorasync/convert/safetensors"
 )
 
-// pairFormat versions the cache files; bump it when Pair or the analysis changes.
-const pairFormat = 1
+// pairFormat versions the cache files; bump it when Pair or the analysis
+// changes. 2: one safetensors file per pair (pairstore.go), was a gob.
+const pairFormat = 2
 
 // Pair is the cached, adapter-independent analysis of one (old, new) base
 // pair under one set of analysis options.
@@ -71,7 +69,7 @@ func pairAnalysis(ctx context.Context, old, new *model, o Options, lm layerMapSp
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, false, fmt.Errorf("convert: pair cache: %w", err)
 	}
-	path := filepath.Join(dir, key+".gob")
+	path := pairPath(o.CacheDir, key)
 	lock := flock.New(path + ".lock")
 	if _, err := lock.TryLockContext(ctx, 200*time.Millisecond); err != nil {
 		return nil, false, fmt.Errorf("convert: pair cache lock %s: %w", lock.Path(), err)
@@ -150,46 +148,4 @@ func transferMatrix(ctx context.Context, old, new *model, o Options, p *Pair) (*
 		return nil, fmt.Errorf("convert: transfer matrix %s -> %s: %w", old.dir, new.dir, err)
 	}
 	return tr, nil
-}
-
-func loadPair(path string) (*Pair, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var p Pair
-	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&p); err != nil {
-		return nil, fmt.Errorf("convert: pair cache %s: %w", path, err)
-	}
-	if p.Format != pairFormat || p.Analysis == nil {
-		return nil, fmt.Errorf("convert: pair cache %s: format %d, want %d", path, p.Format, pairFormat)
-	}
-	return &p, nil
-}
-
-// savePair writes p atomically (temp file, fsync, rename, fsync dir).
-func savePair(path string, p *Pair) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".pair-*.tmp")
-	if err != nil {
-		return fmt.Errorf("convert: pair cache: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = gob.NewEncoder(tmp).Encode(p); err != nil {
-		return fmt.Errorf("convert: pair cache %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("convert: pair cache %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("convert: pair cache %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("convert: pair cache %s: %w", path, err)
-	}
-	return safetensors.SyncDir(filepath.Dir(path))
 }
