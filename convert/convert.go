@@ -41,12 +41,12 @@ func Convert(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	old, err := openModel(o.OldBase)
+	old, err := openModel(o.OldBase, o.CacheDir)
 	if err != nil {
 		return nil, fmt.Errorf("convert: old base: %w", err)
 	}
 	defer old.Close()
-	nw, err := openModel(o.NewBase)
+	nw, err := openModel(o.NewBase, o.CacheDir)
 	if err != nil {
 		return nil, fmt.Errorf("convert: new base: %w", err)
 	}

@@ -97,7 +97,7 @@ func autoLayerMap(old, new *model) (kind, reason string) {
 	switch {
 	case old.cfg.Layers == new.cfg.Layers:
 		return LayerMapLinear, "equal depths: the only order-preserving map is the identity"
-	case old.tok == nil || new.tok == nil:
+	case !old.hasTokenizer() || !new.hasTokenizer():
 		return LayerMapLinear, "cka needs calibration text, and a model without tokenizer.json cannot encode it"
 	}
 	for _, m := range []*model{old, new} {
@@ -111,8 +111,16 @@ func autoLayerMap(old, new *model) (kind, reason string) {
 // ckaSimilarity runs both models on the calibration lines and returns the
 // L_old x L_new linear-CKA matrix.
 func ckaSimilarity(ctx context.Context, old, new *model, lines []string) (*cka.Result, error) {
-	if old.tok == nil || new.tok == nil {
+	if !old.hasTokenizer() || !new.hasTokenizer() {
 		return nil, fmt.Errorf("both models need a tokenizer.json to encode the calibration text")
+	}
+	ot, err := old.tokenizer()
+	if err != nil {
+		return nil, err
+	}
+	nt, err := new.tokenizer()
+	if err != nil {
+		return nil, err
 	}
 	fo, err := forward.New(old.cfg, old.weights)
 	if err != nil {
@@ -123,8 +131,8 @@ func ckaSimilarity(ctx context.Context, old, new *model, lines []string) (*cka.R
 		return nil, err
 	}
 	return cka.Similarity(ctx,
-		cka.Side{Model: fo, Layers: old.cfg.Layers, Tokenizer: old.tok},
-		cka.Side{Model: fn, Layers: new.cfg.Layers, Tokenizer: new.tok},
+		cka.Side{Model: fo, Layers: old.cfg.Layers, Tokenizer: ot},
+		cka.Side{Model: fn, Layers: new.cfg.Layers, Tokenizer: nt},
 		cka.Options{Lines: lines})
 }
 

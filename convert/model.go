@@ -2,15 +2,9 @@ package convert
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
-	"strings"
+	"sync"
 
 	"github.com/lorasync/lorasync/convert/arch"
 	"github.com/lorasync/lorasync/convert/lorasuite"
@@ -23,14 +17,22 @@ type model struct {
 	dir     string
 	cfg     *arch.Config
 	weights safetensors.Reader
-	tok     *tokenizer.Tokenizer // nil when the directory has no tokenizer.json
-	id      string               // content identity, see identify
+	id      string // content identity, see identify
+
+	// tokPath is the directory's tokenizer.json, "" when it has none. It is
+	// parsed on first use (tokenizer): only computing a pair needs it, and
+	// a 150k-token tokenizer.json takes ~0.35 s to parse.
+	tokPath string
+	tokOnce sync.Once
+	tok     *tokenizer.Tokenizer
+	tokErr  error
 }
 
-// openModel opens a base model directory: config.json, the safetensors
-// checkpoint (single or sharded) checked against the config, and
-// tokenizer.json when present.
-func openModel(dir string) (_ *model, err error) {
+// openModel opens a base model directory: config.json and the safetensors
+// checkpoint (single or sharded) checked against the config. tokenizer.json,
+// when present, is read on first use (model.tokenizer). cacheDir, if not
+// empty, remembers the content identity of local directories (identify).
+func openModel(dir, cacheDir string) (_ *model, err error) {
 	cfg, err := arch.Load(dir)
 	if err != nil {
 		return nil, err
@@ -50,17 +52,27 @@ func openModel(dir string) (_ *model, err error) {
 	m := &model{dir: dir, cfg: cfg, weights: w}
 	tp := filepath.Join(dir, "tokenizer.json")
 	if _, err := os.Stat(tp); err == nil {
-		if m.tok, err = tokenizer.Load(tp); err != nil {
-			return nil, err
-		}
+		m.tokPath = tp
 	}
-	if m.id, err = identify(dir); err != nil {
+	if m.id, err = identify(dir, cacheDir); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
 func (m *model) Close() error { return m.weights.Close() }
+
+// hasTokenizer says whether the directory has a tokenizer.json.
+func (m *model) hasTokenizer() bool { return m.tokPath != "" }
+
+// tokenizer parses tokenizer.json once; nil, nil when there is none.
+func (m *model) tokenizer() (*tokenizer.Tokenizer, error) {
+	if m.tokPath == "" {
+		return nil, nil
+	}
+	m.tokOnce.Do(func() { m.tok, m.tokErr = tokenizer.Load(m.tokPath) })
+	return m.tok, m.tokErr
+}
 
 // dims is the attention shape lorasuite needs.
 func (m *model) dims() lorasuite.Dims {
@@ -100,57 +112,4 @@ func (m *model) float32(name string) ([]float32, error) {
 		return nil, err
 	}
 	return v, nil
-}
-
-var snapshotDir = regexp.MustCompile(`(^|/)snapshots/([0-9a-f]{40})$`)
-
-// identify names a model directory's content: "commit:<sha>" for a Hub cache
-// snapshot (snapshots/<40-hex commit>), else "sha256:<hex>" over the names and
-// contents of its config, tokenizer and weight files. Either way the same
-// bytes give the same identity wherever they live.
-func identify(dir string) (string, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", err
-	}
-	if m := snapshotDir.FindStringSubmatch(filepath.ToSlash(abs)); m != nil {
-		return "commit:" + m[2], nil
-	}
-	sum, err := hashFiles(dir, func(name string) bool {
-		return strings.HasSuffix(name, ".safetensors") || strings.HasSuffix(name, ".json")
-	})
-	if err != nil {
-		return "", err
-	}
-	return "sha256:" + sum, nil
-}
-
-// hashFiles hashes the names and contents of dir's regular files that keep
-// accepts, in name order.
-func hashFiles(dir string, keep func(string) bool) (string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", err
-	}
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		if !e.IsDir() && keep(e.Name()) {
-			names = append(names, e.Name())
-		}
-	}
-	sort.Strings(names)
-	h := sha256.New()
-	for _, n := range names {
-		f, err := os.Open(filepath.Join(dir, n))
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s\x00", n)
-		_, err = io.Copy(h, f)
-		f.Close()
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", filepath.Join(dir, n), err)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -24,12 +24,12 @@ func pairFixture(t *testing.T) (*Pair, Options, *model, *model, layerMapSpec) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := openModel(o.OldBase)
+	old, err := openModel(o.OldBase, o.CacheDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { old.Close() })
-	nw, err := openModel(o.NewBase)
+	nw, err := openModel(o.NewBase, o.CacheDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,21 +19,29 @@ const (
 // sharedVocab returns the matched token ids of the two models and how they
 // were matched.
 func sharedVocab(old, new *model) (oldIDs, newIDs []int, method string, err error) {
+	ot, err := old.tokenizer()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	nt, err := new.tokenizer()
+	if err != nil {
+		return nil, nil, "", err
+	}
 	switch {
-	case old.tok != nil && new.tok != nil:
-		oldIDs, newIDs = tokenizer.SharedVocab(old.tok, new.tok)
+	case ot != nil && nt != nil:
+		oldIDs, newIDs = tokenizer.SharedVocab(ot, nt)
 		method = VocabBytes
-	case old.tok == nil && new.tok == nil && old.cfg.Vocab == new.cfg.Vocab:
+	case ot == nil && nt == nil && old.cfg.Vocab == new.cfg.Vocab:
 		oldIDs = make([]int, old.cfg.Vocab)
 		for i := range oldIDs {
 			oldIDs[i] = i
 		}
 		newIDs, method = oldIDs, VocabIDs
-	case old.tok == nil && new.tok == nil:
+	case ot == nil && nt == nil:
 		return nil, nil, "", fmt.Errorf("neither %s nor %s has a tokenizer.json and their vocabularies differ (%d vs %d tokens): no shared vocabulary for the transfer matrix (use --transfer identity for same-width models)", old.dir, new.dir, old.cfg.Vocab, new.cfg.Vocab)
 	default:
 		missing := old.dir
-		if new.tok == nil {
+		if nt == nil {
 			missing = new.dir
 		}
 		return nil, nil, "", fmt.Errorf("%s has no tokenizer.json, so its tokens cannot be matched to the other model's", missing)
