@@ -2,7 +2,11 @@
 
 package linalg
 
-import "gonum.org/v1/gonum/mat"
+import (
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/mat"
+)
 
 // backendName is what Backend reports in the pure-Go build.
 const backendName = "gonum"
@@ -36,4 +40,15 @@ func singularValues(a *mat.Dense) ([]float64, bool) {
 		return nil, false
 	}
 	return f.Values(nil), true
+}
+
+// addGrams is AddGrams's kernel: the chunk transposed into buf (x^T then
+// y^T, p x c and q x c), so that Dsyrk and Dgemm need no transposes.
+func addGrams(a blas64.Symmetric, b blas64.General, x, y []float32, c, p, q int, buf []float64) {
+	xt, yt := buf[:p*c], buf[p*c:(p+q)*c]
+	transposeTo64(xt, x, c, p)
+	transposeTo64(yt, y, c, q)
+	xg := blas64.General{Rows: p, Cols: c, Stride: c, Data: xt}
+	blas64.Syrk(blas.NoTrans, 1, xg, 1, a)
+	blas64.Gemm(blas.NoTrans, blas.Trans, 1, xg, blas64.General{Rows: q, Cols: c, Stride: c, Data: yt}, 1, b)
 }

@@ -161,13 +161,18 @@ func BenchmarkFitTransferChunk(b *testing.B) {
 	for i := range old {
 		old[i], nw[i] = float32(rng.NormFloat64()), float32(rng.NormFloat64())
 	}
-	acc := NewTransferAccumulator(d, d)
-	b.Run(fmt.Sprintf("%s/d%d/rows%d", linalg.Backend(), d, rows), func(b *testing.B) {
-		for b.Loop() {
-			if err := acc.Add(old, nw); err != nil {
-				b.Fatal(err)
-			}
+	for _, kind := range []string{"lstsq", "identity"} {
+		acc := NewTransferAccumulator(d, d)
+		if kind == "identity" {
+			acc = NewIdentityAccumulator(d)
 		}
-		b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
-	})
+		b.Run(fmt.Sprintf("%s/%s/d%d/rows%d", linalg.Backend(), kind, d, rows), func(b *testing.B) {
+			for b.Loop() {
+				if err := acc.Add(old, nw); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
 }

@@ -8,7 +8,6 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
-	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/mat"
 
 	"github.com/lorasync/lorasync/convert/linalg"
@@ -98,17 +97,23 @@ func FitTransfer(ctx context.Context, dOld, dNew int, src RowSource) (*Transfer,
 }
 
 // TransferAccumulator accumulates A = E_o^T E_o (d_o x d_o), C = E_o^T E_n
-// (d_o x d_n) and ||E_n||_F^2 in float64 over row chunks.
+// (d_o x d_n), ||E_o||_F^2, ||E_n||_F^2 and (when d_o == d_n) tr(E_o^T E_n)
+// in float64 over row chunks. One made by NewIdentityAccumulator keeps only
+// the three scalars: all that Identity needs.
 type TransferAccumulator struct {
 	dOld, dNew int
-	ata        *mat.SymDense
+	ata        *mat.SymDense // nil for an identity-only accumulator
 	atb        *mat.Dense
-	btb        float64
+	buf        []float64 // linalg.AddGrams scratch, one chunk in float64
+	ata2       float64   // ||E_o||_F^2 = tr(A)
+	btb        float64   // ||E_n||_F^2
+	cross      float64   // tr(E_o^T E_n) = <E_o, E_n>_F, when d_o == d_n
 	rows       int
 }
 
 // NewTransferAccumulator returns an empty accumulator for d_o x d_n. It
 // panics ("lorasuite:") unless both are positive; FitTransfer checks first.
+// Memory: the two float64 Grams, (d_o + d_n) d_o values, plus one chunk.
 func NewTransferAccumulator(dOld, dNew int) *TransferAccumulator {
 	if dOld <= 0 || dNew <= 0 {
 		panic(fmt.Sprintf("lorasuite: transfer dimensions %d x %d", dOld, dNew))
@@ -120,11 +125,30 @@ func NewTransferAccumulator(dOld, dNew int) *TransferAccumulator {
 	}
 }
 
+// NewIdentityAccumulator returns an accumulator for W_x = I_d that keeps only
+// ||E_o||^2, ||E_n||^2 and <E_o, E_n>: O(d) work per row instead of the
+// O(d^2) Gram updates, and no d x d matrices. Its Identity reports the same
+// residual as a full accumulator's; Solve returns an error. It panics
+// ("lorasuite:") unless d is positive.
+func NewIdentityAccumulator(d int) *TransferAccumulator {
+	if d <= 0 {
+		panic(fmt.Sprintf("lorasuite: transfer dimension %d", d))
+	}
+	return &TransferAccumulator{dOld: d, dNew: d}
+}
+
 // Rows returns the number of rows accumulated so far.
 func (t *TransferAccumulator) Rows() int { return t.rows }
 
 // Add accumulates one chunk: old is c x d_o and new is c x d_n, row-major,
-// for the same c shared tokens. Non-finite values are an error.
+// for the same c shared tokens. Non-finite values are an error. The Grams
+// are float64 sums of exact float64 products of the float32 inputs
+// (linalg.AddGrams). Float32 GEMMs would be about twice as fast, and the
+// products of bf16 values are exact in float32, but their sums over a chunk
+// are not: a relative error of ~1e-7 sqrt(c) per entry, and the residual of
+// an exact fit is the square root of a difference of such sums, so it would
+// read ~1e-3 (an estimate, not measured) instead of ~1e-7, and the planted
+// tests' 1e-6 bound on W_x would not hold.
 func (t *TransferAccumulator) Add(old, new []float32) error {
 	if len(old)%t.dOld != 0 || len(new)%t.dNew != 0 || len(old)/t.dOld != len(new)/t.dNew {
 		return fmt.Errorf("lorasuite: embedding chunk sizes %d and %d do not hold the same number of rows of widths %d and %d",
@@ -134,21 +158,30 @@ func (t *TransferAccumulator) Add(old, new []float32) error {
 	if c == 0 {
 		return nil
 	}
+	sqOld, sqNew, cross := 0.0, 0.0, 0.0
 	for i, v := range old {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+		if v-v != 0 { // NaN or ±Inf
 			return fmt.Errorf("lorasuite: old embedding chunk row %d (of rows %d..) has non-finite value", i/t.dOld, t.rows)
 		}
+		sqOld += float64(v) * float64(v)
 	}
-	x := linalg.Dense64(old, c, t.dOld)
-	y := linalg.Dense64(new, c, t.dNew)
-	for _, v := range y.RawMatrix().Data {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return fmt.Errorf("lorasuite: new embedding chunk (rows %d..) has non-finite value", t.rows)
+	for i, v := range new {
+		if v-v != 0 {
+			return fmt.Errorf("lorasuite: new embedding chunk row %d (of rows %d..) has non-finite value", i/t.dNew, t.rows)
 		}
-		t.btb += v * v
+		sqNew += float64(v) * float64(v)
 	}
-	t.ata.SymRankK(t.ata, 1, x.T())
-	blas64.Gemm(blas.Trans, blas.NoTrans, 1, x.RawMatrix(), y.RawMatrix(), 1, t.atb.RawMatrix())
+	if t.dOld == t.dNew {
+		for i, v := range old {
+			cross += float64(v) * float64(new[i])
+		}
+	}
+	if t.ata != nil {
+		t.buf = linalg.AddGrams(t.ata, t.atb, old, new, t.buf)
+	}
+	t.ata2 += sqOld
+	t.btb += sqNew
+	t.cross += cross
 	t.rows += c
 	return nil
 }
@@ -163,6 +196,9 @@ func (t *TransferAccumulator) Add(old, new []float32) error {
 // The subtraction loses about half the float64 digits when the fit is almost
 // exact, so residuals below ~1e-7 are indistinguishable from 0 (clamped at 0).
 func (t *TransferAccumulator) Solve() (*Transfer, error) {
+	if t.ata == nil {
+		return nil, fmt.Errorf("lorasuite: an identity accumulator (NewIdentityAccumulator) holds no Grams to fit the %d x %d transfer matrix", t.dOld, t.dNew)
+	}
 	if t.rows == 0 {
 		return nil, fmt.Errorf("lorasuite: no shared embedding rows to fit the %d x %d transfer matrix", t.dOld, t.dNew)
 	}
@@ -188,7 +224,8 @@ func (t *TransferAccumulator) Solve() (*Transfer, error) {
 }
 
 // Identity returns W_x = I with its residual ||E_o - E_n||/||E_n|| measured on
-// the accumulated rows (so a user can compare it to Solve's). Requires d_o == d_n.
+// the accumulated rows (so a user can compare it to Solve's), from
+// ||E_o - E_n||^2 = ||E_o||^2 - 2 <E_o, E_n> + ||E_n||^2. Requires d_o == d_n.
 func (t *TransferAccumulator) Identity() (*Transfer, error) {
 	if t.dOld != t.dNew {
 		return nil, fmt.Errorf("lorasuite: identity transfer needs equal hidden sizes, old %d, new %d: fit W_x by least squares instead", t.dOld, t.dNew)
@@ -196,7 +233,7 @@ func (t *TransferAccumulator) Identity() (*Transfer, error) {
 	tr := IdentityTransfer(t.dOld)
 	tr.Rows = t.rows
 	if t.rows > 0 && t.btb > 0 {
-		res := mat.Trace(t.ata) - 2*mat.Trace(t.atb) + t.btb
+		res := t.ata2 - 2*t.cross + t.btb
 		tr.ResidualKnown = true
 		tr.Residual = math.Sqrt(max(res, 0) / t.btb)
 	}

@@ -132,6 +132,47 @@ func TestIdentityTransferResidual(t *testing.T) {
 	}
 }
 
+// NewIdentityAccumulator reports the same residual as a full accumulator and
+// as a second pass over the rows, over several chunks; it cannot Solve.
+func TestIdentityAccumulatorMatchesFull(t *testing.T) {
+	rng := rand.New(rand.NewPCG(37, 38))
+	const d = 6
+	full, light := NewTransferAccumulator(d, d), NewIdentityAccumulator(d)
+	var diff, norm float64
+	for _, c := range []int{1, 5, 17} {
+		old, nw := make([]float32, c*d), make([]float32, c*d)
+		for i := range old {
+			old[i] = float32(rng.NormFloat64())
+			nw[i] = old[i] + float32(0.3*rng.NormFloat64())
+			diff += (float64(old[i]) - float64(nw[i])) * (float64(old[i]) - float64(nw[i]))
+			norm += float64(nw[i]) * float64(nw[i])
+		}
+		for _, acc := range []*TransferAccumulator{full, light} {
+			if err := acc.Add(old, nw); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := math.Sqrt(diff / norm)
+	for name, acc := range map[string]*TransferAccumulator{"full": full, "identity-only": light} {
+		tr, err := acc.Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// ||E_o - E_n||^2 as a difference of sums of ~d*23 terms of size ~1:
+		// ~1e-15 relative each, far below 1e-12 after the square root.
+		if !tr.ResidualKnown || tr.Rows != 23 || math.Abs(tr.Residual-want) > 1e-12 {
+			t.Errorf("%s: residual %.15g (known %v, rows %d), second pass %.15g", name, tr.Residual, tr.ResidualKnown, tr.Rows, want)
+		}
+	}
+	if _, err := light.Solve(); err == nil || !strings.Contains(err.Error(), "holds no Grams") {
+		t.Errorf("Solve on an identity accumulator: err = %v", err)
+	}
+	if err := light.Add([]float32{1, 2, 3, 4, 5, float32(math.Inf(1))}, make([]float32, d)); err == nil || !strings.Contains(err.Error(), "non-finite") {
+		t.Errorf("Inf chunk: err = %v", err)
+	}
+}
+
 // pinvApply equals the SVD pseudo-inverse for tall and wide W_x.
 func TestPinvApply(t *testing.T) {
 	rng := rand.New(rand.NewPCG(35, 36))
