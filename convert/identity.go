@@ -138,6 +138,10 @@ func saveIdentity(path string, s *dirStamp) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
+	if err = tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
 	if _, err = tmp.Write(data); err != nil {
 		tmp.Close()
 		return err

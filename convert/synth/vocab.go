@@ -117,12 +117,18 @@ func writeJSON(path string, v any) error {
 }
 
 // writeFileAtomic writes data to a temp file beside path and renames it over.
+// The file is world-readable (0644) like the weights beside it; CreateTemp
+// alone would leave it 0600.
 func writeFileAtomic(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return fmt.Errorf("synth: %w", err)
 	}
 	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("synth: %s: %w", path, err)
+	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return fmt.Errorf("synth: %s: %w", path, err)
