@@ -226,8 +226,8 @@ func TestProjectMatchesDense(t *testing.T) {
 				}
 				got := delta(res.Modules[0], nd)
 				got.Scale(scale, got)
-				// float32 output factors (and, by default, the float32 A_o W_x
-				// product): ~1e-7 relative.
+				// float32 output factors (and, by default, the float32 A_o W_x and W_x^T B_o
+				// products): ~1e-7 relative.
 				if e := relErr(got, want); e > 1e-6 {
 					t.Errorf("%s %s float64=%v: factored projection off the dense one by %g", im, role, f64, e)
 				}

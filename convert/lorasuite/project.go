@@ -57,11 +57,12 @@ type Module struct {
 type ProjectOptions struct {
 	// InputMap is the input-side map; "" means InputWx.
 	InputMap InputMap
-	// Float64 computes the batched A_o W_x product (InputWx) in float64. By
-	// default it runs in float32 (Sgemm, float32 accumulation): the adapter
-	// factors are float32 on input and output, and the product's relative
-	// error is ~1e-6 at d = 4096 (sqrt(d) ulps), well below what the written
-	// float32/bf16 adapter keeps. Other products are always float64.
+	// Float64 computes the batched products with W_x, A_o W_x (InputWx) and
+	// W_x^T B_o (o_proj), in float64. By default they run in float32 (Sgemm,
+	// float32 accumulation): the adapter factors are float32 on input and
+	// output, and the products' relative error is ~1e-6 at d = 4096 (sqrt(d)
+	// ulps), well below what the written float32/bf16 adapter keeps. Other
+	// products are always float64.
 	Float64 bool
 }
 
@@ -165,7 +166,7 @@ func Project(ctx context.Context, pa *PairAnalysis, mods []Module, opts ProjectO
 			}
 		}
 	}
-	if outCols > 0 {
+	if outCols > 0 && opts.Float64 {
 		stack := mat.NewDense(pa.Old.Hidden, outCols, nil)
 		for _, j := range jobs {
 			if j.m.Role == RoleO {
@@ -173,6 +174,18 @@ func Project(ctx context.Context, pa *PairAnalysis, mods []Module, opts ProjectO
 			}
 		}
 		mappedB = pa.Transfer.mulLeftT(stack)
+	} else if outCols > 0 {
+		// W_x^T B_o in float32 as its transpose B_o^T W_x: the o_proj B
+		// factors stacked as rows (outCols x d_o), so that the product is
+		// the same untransposed Sgemm as the input side's.
+		stack := make([]float32, outCols*pa.Old.Hidden)
+		for _, j := range jobs {
+			if j.m.Role == RoleO {
+				transpose32(stack[j.off*pa.Old.Hidden:], j.m.B, pa.Old.Hidden, j.m.R)
+			}
+		}
+		mt := linalg.Dense64(pa.Transfer.mulRight32(nil, stack, outCols), outCols, pa.New.Hidden)
+		mappedB = mat.DenseCopyOf(mt.T())
 	}
 	// Finish the modules (head blocks + Refactor) on GOMAXPROCS workers:
 	// small products, QRs and r x r SVDs, so single-threaded BLAS (see
