@@ -9,6 +9,13 @@
 // package is what installs the backend, so every package that wants OpenBLAS
 // speed must import it (convert/lorasuite does).
 //
+// OpenBLAS runs every call on its thread pool, even a 128 x 128 one, and
+// concurrent multi-threaded calls from several goroutines spin against each
+// other. SerialBLAS switches the pool to one thread for a phase of many small
+// calls (reference-counted, process-wide), so that the caller's goroutines
+// are the parallelism; big GEMMs belong outside such phases. AddGrams is the
+// streamed Gram update x^T x, x^T y in the layout each backend is fast at.
+//
 // Both builds pass the same tests:
 //
 //	go test ./convert/linalg/...

@@ -29,6 +29,12 @@
 // and ProjectOptions.Float64 switch them to float64); Gram matrices, h x h
 // blocks, solves and the transfer-matrix fit always use float64.
 //
+// Threads: the big products run on the BLAS thread pool; the phases made of
+// many small calls (Analyze's per-head solves, Project's per-module head
+// blocks and Refactor) fan out over goroutines under linalg.SerialBLAS, so
+// that OpenBLAS does not spread each 128 x 128 call over threads that spin
+// against the other goroutines' calls.
+//
 // Programmer errors (shape mismatches between matrices this package built)
 // panic with a "lorasuite:" prefix; bad input data (wrong tensor sizes,
 // invalid layer maps, non-finite values, singular systems) returns errors that
