@@ -31,16 +31,17 @@ func blockTensor(i int, role lorasuite.Role, b int) string {
 	return "layers." + strconv.Itoa(i) + "." + string(role) + "." + strconv.Itoa(b)
 }
 
-// pairBulk lists the float64 arrays of an analysis that the cache file keeps
-// as tensors rather than in the gob: W_x and every non-empty T block (at
-// Llama-2-7B -> Llama-3-8B shapes 134 MB and 537 MB of the ~0.67 GB). Each
-// entry points at the slice it fills.
+// bulkEntry is one T block of an analysis as a cache tensor: its name, its
+// shape and the slice it is read from or written into.
 type bulkEntry struct {
 	name  string
 	shape []int
 	data  *[]float64
 }
 
+// pairBulk lists the T blocks that the cache file keeps as tensors rather
+// than in the gob: every non-empty one (537 MB at Llama-2-7B -> Llama-3-8B
+// shapes; W_x, the other 134 MB, is handled beside them).
 func pairBulk(pa *lorasuite.PairAnalysis) []bulkEntry {
 	var out []bulkEntry
 	for i := range pa.Layers {
