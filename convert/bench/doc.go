@@ -18,7 +18,11 @@
 // (transfer-s, layers-s, project-s), peak-RSS-MB (the process's VmHWM, reset
 // after fixture generation; mmap'ed weight pages count while resident) and
 // peak-anon-MB (the largest RssAnon sampled every 20 ms: heap and other
-// private memory, without file pages).
+// private memory, without file pages). The heap is bounded as in the
+// command (convert.SetMemoryLimit: 2 GiB unless GOMEMLIMIT or
+// LORASYNC_MEMORY_LIMIT is set). A pair cache written by an older pairFormat
+// is not found (the format is part of the key): the warm-up of
+// BenchmarkConvertCached then recomputes it, untimed.
 //
 // Run them with OpenBLAS, one iteration each, at low priority:
 //
