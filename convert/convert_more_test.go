@@ -280,3 +280,31 @@ func TestTinyLlamaCheckpoint(t *testing.T) {
 	}
 	checkAgainstTruth(t, dir, res.Out, old, nw, truth, []arch.Role{arch.Q, arch.K, arch.V, arch.O}, exactTol)
 }
+
+// --transfer identity on a same-width pair: W_x = I with its residual
+// measured over the shared vocabulary (0 for a model and itself), and the
+// self-migration leaves the adapter unchanged.
+func TestIdentityTransfer(t *testing.T) {
+	dir, _, _, _ := fixture(t, synth.UpgradeSpec{Seed: 1})
+	o := opts(dir)
+	o.NewBase, o.Transfer = o.OldBase, TransferIdentity
+	res, err := Convert(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := res.Provenance
+	if !p.Transfer.Identity || float64(p.Transfer.Residual) != 0 || p.Vocabulary.SharedTokens != oldSpec.Vocab-1 {
+		t.Fatalf("identity transfer %+v over %+v", p.Transfer, p.Vocabulary)
+	}
+	in, _ := peft.Load(o.Adapter)
+	out, err := peft.Load(o.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := modulesByKey(out)
+	for _, m := range in.Modules {
+		if e := relErr(delta(got[m.Key]), delta(m)); e > exactTol {
+			t.Errorf("%s changed by %.2g relative", m.Key, e)
+		}
+	}
+}

@@ -132,7 +132,7 @@ func transferMatrix(ctx context.Context, old, new *model, o Options, p *Pair) (*
 			p.VocabMethod = "none"
 			return lorasuite.IdentityTransfer(old.cfg.Hidden), nil
 		}
-		acc := lorasuite.NewTransferAccumulator(old.cfg.Hidden, new.cfg.Hidden)
+		acc := lorasuite.NewIdentityAccumulator(old.cfg.Hidden)
 		if err := embeddingRows(old, new, oldIDs, newIDs)(ctx, acc.Add); err != nil {
 			return nil, fmt.Errorf("convert: shared embeddings: %w", err)
 		}
