@@ -65,8 +65,9 @@ func identify(dir, cacheDir string) (string, error) {
 	return id, nil
 }
 
-// identityFormat versions the files under <CacheDir>/ids.
-const identityFormat = 1
+// identityFormat versions the files under <CacheDir>/ids. 2: file sizes are
+// part of the hash (hashFiles), so identities saved by format 1 are stale.
+const identityFormat = 2
 
 // dirStamp is what an identity cache file holds: the directory, the stat of
 // every hashed file (name order) and the identity they had.
@@ -152,8 +153,8 @@ func saveIdentity(path string, s *dirStamp) (err error) {
 	return os.Rename(tmp.Name(), path)
 }
 
-// hashFiles hashes the names and contents of dir's regular files that keep
-// accepts, in name order.
+// hashFiles hashes the names, sizes and contents of dir's regular files that
+// keep accepts, in name order.
 func hashFiles(dir string, keep func(string) bool) (string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -172,8 +173,16 @@ func hashFiles(dir string, keep func(string) bool) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		fmt.Fprintf(h, "%s\x00", n)
-		_, err = io.Copy(h, f)
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil {
+			// The size makes each record self-delimiting: without it, one
+			// file's bytes could spell another file's name and contents.
+			fmt.Fprintf(h, "%s\x00%d\x00", n, fi.Size())
+			var k int64
+			if k, err = io.Copy(h, f); err == nil && k != fi.Size() {
+				err = fmt.Errorf("size changed while hashing (%d bytes, then %d)", fi.Size(), k)
+			}
+		}
 		f.Close()
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", filepath.Join(dir, n), err)

@@ -176,3 +176,34 @@ func TestBrokenTokenizerIsAnErrorWhenNeeded(t *testing.T) {
 		t.Fatalf("Convert with a broken tokenizer.json: %v, want an error naming %s", err, tp)
 	}
 }
+
+// Two directories whose files differ must not share an identity, even when
+// the bytes of one file happen to contain what the other directory spreads
+// over two files (names and contents are not self-delimiting without sizes).
+func TestIdentityIsUnambiguous(t *testing.T) {
+	write := func(files map[string]string) string {
+		dir := filepath.Join(t.TempDir(), "model")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, body := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	one := write(map[string]string{"a.json": "{}", "b.safetensors": "weights"})
+	two := write(map[string]string{"a.json": "{}b.safetensors\x00weights"})
+	id1, err := identify(one, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := identify(two, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id1 == id2 {
+		t.Fatalf("different directories share the identity %s", id1)
+	}
+}
