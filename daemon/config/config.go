@@ -110,7 +110,9 @@ func (a AdapterRef) IsLocal() bool { return a.Path != "" }
 type Target struct {
 	// RepoTemplate names a new repo per (adapter, new base), e.g.
 	// "{adapter}-{base_name}"; see TemplateVars for the placeholders. Without
-	// a slash the repo goes to Owner, or to the adapter repo's owner.
+	// a slash the repo goes to Owner, or to the adapter repo's owner. A track
+	// with several adapters or any drop-in dir must use {adapter}, so that
+	// no two adapters push to one repo.
 	RepoTemplate string `mapstructure:"repo_template"`
 	// Owner is the namespace for templates without a slash.
 	Owner string `mapstructure:"owner"`

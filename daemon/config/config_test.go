@@ -95,6 +95,11 @@ func TestBadConfigs(t *testing.T) {
 		"concurrency-zero":     "concurrency: must be between 1 and 64",
 		"backoff-inverted":     "retry.backoff_max",
 		"not-yaml":             "parse YAML",
+		"endpoint-credentials": "hub.endpoint: must not carry credentials",
+		"endpoint-no-host":     "hub.endpoint: must be an http(s) URL with a host",
+		"endpoint-query":       "hub.endpoint: must not carry a query",
+		"shared-target":        "tracks[0].target.repo_template: must contain {adapter}",
+		"dropin-shared-target": "tracks[0].target.repo_template: must contain {adapter}",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(cases) {
@@ -121,6 +126,17 @@ func TestLiteralTokenNotEchoed(t *testing.T) {
 	_, err := Load("testdata/literal-token.bad.yaml")
 	if err == nil || strings.Contains(err.Error(), "hf_abcdef") {
 		t.Fatalf("error must reject and not echo the token: %v", err)
+	}
+}
+
+// Credentials smuggled into the endpoint URL are refused without being echoed:
+// the endpoint is printed by check and logged by the daemon.
+func TestEndpointSecretNotEchoed(t *testing.T) {
+	for _, name := range []string{"endpoint-credentials", "endpoint-query"} {
+		_, err := Load(filepath.Join("testdata", name+".bad.yaml"))
+		if err == nil || strings.Contains(err.Error(), "hf_secretsecret") {
+			t.Errorf("%s: error must reject and not echo the secret: %v", name, err)
+		}
 	}
 }
 

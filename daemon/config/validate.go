@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -57,9 +58,7 @@ func (c *Config) Validate() error {
 	if c.Hub.Token != "" {
 		fe.add("hub.token", "a literal token is not allowed in the config; use hub.token_file, the systemd credential hf_token or the HF_TOKEN environment variable")
 	}
-	if !strings.HasPrefix(c.Hub.Endpoint, "http://") && !strings.HasPrefix(c.Hub.Endpoint, "https://") {
-		fe.add("hub.endpoint", "must be an http(s) URL, got %q", c.Hub.Endpoint)
-	}
+	validateEndpoint(&fe, c.Hub.Endpoint)
 	if c.StateDir == "" {
 		fe.add("state_dir", "must not be empty")
 	}
@@ -104,6 +103,31 @@ func (c *Config) Validate() error {
 		t.validate(&fe, p)
 	}
 	return fe.err()
+}
+
+// validateEndpoint accepts a bare http(s) URL with a host (and an optional
+// path prefix). Credentials in the userinfo or the query are refused without
+// being echoed: the endpoint is printed by check and logged by the daemon,
+// and the token has its own channels (hub.token_file, the credential, HF_TOKEN).
+func validateEndpoint(fe *fieldErrors, endpoint string) {
+	u, err := url.Parse(endpoint)
+	switch {
+	case err != nil:
+		// url.Error quotes the input; say only what is wrong.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		fe.add("hub.endpoint", "must be an http(s) URL: %v", err)
+	case u.User != nil:
+		fe.add("hub.endpoint", "must not carry credentials (user:password@); the token comes from hub.token_file, the systemd credential hf_token or HF_TOKEN")
+	case u.RawQuery != "" || u.ForceQuery:
+		fe.add("hub.endpoint", "must not carry a query (?...); the token comes from hub.token_file, the systemd credential hf_token or HF_TOKEN")
+	case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "":
+		fe.add("hub.endpoint", "must be an http(s) URL with a host, got %q", endpoint)
+	case u.Fragment != "":
+		fe.add("hub.endpoint", "must not carry a fragment (#...), got %q", endpoint)
+	}
 }
 
 func (t *Track) validate(fe *fieldErrors, p string) {
@@ -164,11 +188,11 @@ func (t *Track) validate(fe *fieldErrors, p string) {
 			fe.add(fmt.Sprintf("%s.dropin_dirs[%d]", p, j), "want a directory path, got %q", d)
 		}
 	}
-	t.Target.validate(fe, p+".target", local)
+	t.Target.validate(fe, p+".target", local, len(t.Adapters) > 1 || len(t.DropinDirs) > 0)
 	t.Convert.validate(fe, p+".convert")
 }
 
-func (tg *Target) validate(fe *fieldErrors, p string, local bool) {
+func (tg *Target) validate(fe *fieldErrors, p string, local, shared bool) {
 	modes := 0
 	for _, set := range []bool{tg.RepoTemplate != "", tg.Branch != "", tg.PR} {
 		if set {
@@ -188,6 +212,8 @@ func (tg *Target) validate(fe *fieldErrors, p string, local bool) {
 			fe.add(p+".repo_template", "%v", err)
 		} else if strings.Count(tg.RepoTemplate, "/") > 1 {
 			fe.add(p+".repo_template", "at most one slash (owner/name), got %q", tg.RepoTemplate)
+		} else if shared && !strings.Contains(tg.RepoTemplate, "{adapter}") {
+			fe.add(p+".repo_template", "must contain {adapter} when the track has several adapters or drop-in dirs (else every adapter pushes to one repo and overwrites the others), got %q", tg.RepoTemplate)
 		} else if !strings.Contains(tg.RepoTemplate, "/") && tg.Owner == "" && local {
 			fe.add(p+".owner", "local and drop-in adapters have no owner: set target.owner or put owner/ in repo_template")
 		}
