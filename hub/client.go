@@ -251,14 +251,20 @@ func (c *Client) Offline() bool { return c.offline }
 
 // dropAuthAcrossHosts follows up to 10 redirects and removes the
 // Authorization header whenever a hop leaves the original host (the CDN and
-// presigned storage URLs must never see the Hub token). net/http already
+// presigned storage URLs must never see the Hub token) or goes from https
+// to plain http. net/http already
 // does this for unrelated domains; this also covers a changed port and
 // subdomains, which net/http would trust.
 func dropAuthAcrossHosts(req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
 		return errors.New("stopped after 10 redirects")
 	}
-	if req.URL.Host != via[0].URL.Host {
+	// Another host (a port change included), or a downgrade from https to
+	// plain http on the same host (the token would travel in clear text).
+	// net/http copies the original headers again on every hop, so each hop
+	// is judged against the original request.
+	first := via[0].URL
+	if req.URL.Host != first.Host || (first.Scheme == "https" && req.URL.Scheme != "https") {
 		req.Header.Del("Authorization")
 	}
 	return nil

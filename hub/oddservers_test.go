@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -243,5 +244,47 @@ func TestStalledDownloadResumes(t *testing.T) {
 	defer mu.Unlock()
 	if len(ranges) != 2 || ranges[0] != "" || ranges[1] != "bytes=300000-" {
 		t.Errorf("GET ranges %q, want a resume from byte 300000", ranges)
+	}
+}
+
+// roundTripFunc lets a test answer requests without a listener, so it can
+// play hosts (and schemes) that httptest cannot.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestRedirectToPlainHTTPDropsAuthorization: an https endpoint that
+// redirects to http on the same host (default ports, so the Host strings are
+// equal) must not make the client send the token in clear text.
+func TestRedirectToPlainHTTPDropsAuthorization(t *testing.T) {
+	var mu sync.Mutex
+	auth := map[string]string{}
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		mu.Lock()
+		auth[r.URL.String()] = r.Header.Get("Authorization")
+		mu.Unlock()
+		if r.URL.Scheme == "https" {
+			return &http.Response{StatusCode: http.StatusFound, Request: r, Body: http.NoBody,
+				Header: http.Header{"Location": {"http://hub.example/api/y"}}}, nil
+		}
+		return &http.Response{StatusCode: http.StatusOK, Request: r, Header: http.Header{},
+			Body: io.NopCloser(strings.NewReader("{}"))}, nil
+	})
+	c, err := New(Options{Endpoint: "https://hub.example", Token: testToken, CacheDir: t.TempDir(),
+		Clock: &fakeClock{}, HTTPClient: &http.Client{Transport: rt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &call{method: http.MethodGet, url: "https://hub.example/api/x", auth: true, op: "t"}
+	if _, err := c.doJSON(context.Background(), cl, nil); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := auth["https://hub.example/api/x"]; got != "Bearer "+testToken {
+		t.Errorf("endpoint did not get the token: %q", got)
+	}
+	if got, ok := auth["http://hub.example/api/y"]; !ok || got != "" {
+		t.Errorf("plain-http redirect target: requested %v, Authorization %q; want requested without it", ok, got)
 	}
 }
