@@ -77,8 +77,9 @@ type HeadReport struct {
 	Similarity     []jsonFloat `json:"similarity"`
 	MeanSimilarity float64     `json:"mean_similarity"`
 	DroppedOld     []int       `json:"dropped_old_heads,omitempty"`
-	// Fit per role: the lstsq fit residual ||T W_o W_x - W_n|| / ||W_n|| and
-	// the gain ||T||_2 of each new head's transfer block.
+	// Fit per role: the fit residual ||T W_o W_x - W_n|| / ||W_n|| of the
+	// head transfer used (lstsq or gram; null when unmatched or when the new
+	// block is zero) and the gain ||T||_2 of each new head's transfer block.
 	Fit map[string]RoleFit `json:"fit"`
 }
 
@@ -214,9 +215,15 @@ func headReports(pa *lorasuite.PairAnalysis) ([]HeadReport, Lineage) {
 				if rb.Src[b] < 0 {
 					continue
 				}
+				f.MaxGain = math.Max(f.MaxGain, rb.Gain[b])
+				if rb.Residual[b] < 0 {
+					// A zero new block has no relative residual (lorasuite
+					// reports -1): null, and not part of the means.
+					f.Residual[b] = jsonFloat(math.NaN())
+					continue
+				}
 				s += rb.Residual[b]
 				n++
-				f.MaxGain = math.Max(f.MaxGain, rb.Gain[b])
 			}
 			if n > 0 {
 				f.MeanResidual = s / float64(n)
