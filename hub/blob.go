@@ -239,6 +239,12 @@ func (c *Client) downloadBlob(ctx context.Context, blob string, s blobSpec, prog
 		if ctx.Err() != nil {
 			return resumed, ctx.Err()
 		}
+		var sent *requestFailed
+		if errors.As(rerr, &sent) {
+			// c.do has already retried it (honouring Retry-After): retrying
+			// here again would multiply the attempts.
+			return resumed, sent.err
+		}
 		if !IsRetryable(rerr) { // disk errors, integrity and protocol failures are final
 			return resumed, rerr
 		}
@@ -275,6 +281,14 @@ func (c *Client) downloadBlob(ctx context.Context, blob string, s blobSpec, prog
 	return resumed, syncDir(filepath.Dir(blob))
 }
 
+// requestFailed marks an error of the request itself (no response), which
+// c.do has already retried as far as the policy allows; only failures while
+// reading the body are retried by downloadBlob's loop.
+type requestFailed struct{ err error }
+
+func (e *requestFailed) Error() string { return e.err.Error() }
+func (e *requestFailed) Unwrap() error { return e.err }
+
 // contentRangeRE parses "bytes START-END/TOTAL".
 var contentRangeRE = regexp.MustCompile(`^bytes (\d+)-(\d+)/(\d+|\*)$`)
 
@@ -295,7 +309,7 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, have i
 	defer cancel()
 	resp, err := c.do(reqCtx, cl)
 	if err != nil {
-		return 0, false, err
+		return 0, false, &requestFailed{err}
 	}
 	defer resp.Body.Close()
 	var stalled atomic.Bool

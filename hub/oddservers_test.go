@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -286,5 +287,53 @@ func TestRedirectToPlainHTTPDropsAuthorization(t *testing.T) {
 	}
 	if got, ok := auth["http://hub.example/api/y"]; !ok || got != "" {
 		t.Errorf("plain-http redirect target: requested %v, Authorization %q; want requested without it", ok, got)
+	}
+}
+
+// TestDownloadHonoursRetryAfter: a file server that keeps answering 503 with
+// Retry-After is waited on for exactly the requested time (+1 s slack) on
+// every retry, and the GET is sent MaxRetries+1 times in all: the download
+// loop's own retries (for bodies cut mid-way) do not multiply the request
+// retries.
+func TestDownloadHonoursRetryAfter(t *testing.T) {
+	content := []byte("retry-after body")
+	sum := sha256.Sum256(content)
+	etag := hex.EncodeToString(sum[:])
+	var gets atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.Header().Set("X-Repo-Commit", evilCommit)
+			w.Header().Set("X-Linked-Etag", `"`+etag+`"`)
+			w.Header().Set("X-Linked-Size", strconv.Itoa(len(content)))
+			w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+			return
+		}
+		gets.Add(1)
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	clock := &fakeClock{}
+	c, err := New(Options{Endpoint: srv.URL, CacheDir: t.TempDir(), Progress: ProgressOff, Clock: clock, MaxRetries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.DownloadFile(context.Background(), "a/b", "main", "f.bin")
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	sleeps := clock.Sleeps()
+	if len(sleeps) == 0 {
+		t.Fatal("no retry waits at all")
+	}
+	const maxRetries = 2
+	if n := gets.Load(); n != maxRetries+1 {
+		t.Errorf("%d GETs, want %d (one attempt and %d retries)", n, maxRetries+1, maxRetries)
+	}
+	const want = 7*time.Second + rateLimitSlack
+	for i, d := range sleeps {
+		if d != want {
+			t.Errorf("wait %d = %v, want the server's Retry-After %v (all waits: %v)", i, d, want, sleeps)
+		}
 	}
 }
