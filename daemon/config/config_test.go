@@ -71,6 +71,23 @@ func TestRootExampleLoads(t *testing.T) {
 	}
 }
 
+// The README's short config example must pass the same validation as a
+// real file: readers copy it.
+func TestReadmeExampleLoads(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(data), "```yaml\n")
+	block, _, closed := strings.Cut(rest, "```")
+	if !ok || !closed {
+		t.Fatal("README.md has no ```yaml block")
+	}
+	if _, err := Parse([]byte(block), t.TempDir()); err != nil {
+		t.Fatalf("README's yaml example: %v", err)
+	}
+}
+
 func TestBadConfigs(t *testing.T) {
 	cases := map[string]string{
 		"literal-token":        "hub.token: a literal token is not allowed",
