@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -130,6 +131,9 @@ func (o Options) withDefaults() (Options, layerMapSpec, error) {
 			return o, layerMapSpec{}, fmt.Errorf("convert: no %s directory given", f.name)
 		}
 	}
+	if err := checkOutput(o); err != nil {
+		return o, layerMapSpec{}, err
+	}
 	if o.Transfer == "" {
 		o.Transfer = TransferLstsq
 	}
@@ -165,4 +169,46 @@ func (o Options) withDefaults() (Options, layerMapSpec, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o, lm, nil
+}
+
+// checkOutput refuses an output directory that is, or contains, an input or
+// the cache directory: peft.Write replaces the output directory wholesale
+// (an existing one is moved aside and removed), so such an output would
+// delete a base model, the source adapter or the cache. Paths are compared
+// absolute, cleaned and with symlinks resolved as far as they exist.
+func checkOutput(o Options) error {
+	out := resolvePath(o.Out)
+	for _, in := range []struct{ name, dir string }{
+		{"old base", o.OldBase}, {"new base", o.NewBase}, {"adapter", o.Adapter}, {"cache", o.CacheDir},
+	} {
+		if in.dir == "" {
+			continue
+		}
+		d := resolvePath(in.dir)
+		if rel, err := filepath.Rel(out, d); err == nil && (rel == "." || filepath.IsLocal(rel)) {
+			return fmt.Errorf("convert: output directory %s would replace the %s directory %s (the output is replaced as a whole): choose another output", o.Out, in.name, in.dir)
+		}
+	}
+	return nil
+}
+
+// resolvePath returns p absolute and cleaned, with symlinks resolved in its
+// longest existing prefix (the rest, not yet created, appended as is).
+func resolvePath(p string) string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return filepath.Clean(p)
+	}
+	rest := ""
+	for dir := abs; ; {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest)
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return abs
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+		dir = parent
+	}
 }
