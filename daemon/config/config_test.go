@@ -117,6 +117,8 @@ func TestBadConfigs(t *testing.T) {
 		"endpoint-query":       "hub.endpoint: must not carry a query",
 		"shared-target":        "tracks[0].target.repo_template: must contain {adapter}",
 		"dropin-shared-target": "tracks[0].target.repo_template: must contain {adapter}",
+		"target-collision":     `tracks[0].adapters[1]: pushes to the same target as tracks[0].adapters[0] ("acme/lora-{base_name}")`,
+		"branch-collision":     `tracks[0].adapters[1]: pushes to the same target as tracks[0].adapters[0] ("x/lora branch lorasync/{base_name}")`,
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(cases) {

@@ -189,7 +189,49 @@ func (t *Track) validate(fe *fieldErrors, p string) {
 		}
 	}
 	t.Target.validate(fe, p+".target", local, len(t.Adapters) > 1 || len(t.DropinDirs) > 0)
+	t.checkTargetCollisions(fe, p)
 	t.Convert.validate(fe, p+".convert")
+}
+
+// checkTargetCollisions refuses two listed adapters that would push to one
+// target (repo_template repo, or repo and branch): each push would replace
+// the other's files, and reconciliation would take one for the other. Two
+// revisions of one repo, or a local dir named like a Hub adapter, have the
+// same {adapter}. Placeholders of the new base stay unexpanded: they are the
+// same for both. Drop-in adapters are only known at run time.
+func (t *Track) checkTargetCollisions(fe *fieldErrors, p string) {
+	tg := t.Target
+	if tg.PR || (tg.RepoTemplate == "" && tg.Branch == "") {
+		return // a pull request per push never overwrites another
+	}
+	seen := map[string]int{}
+	for j, a := range t.Adapters {
+		name, owner := filepath.Base(a.Path), ""
+		if !a.IsLocal() {
+			owner, name, _ = strings.Cut(a.Repo, "/")
+		}
+		expand := func(tmpl string) string {
+			return strings.NewReplacer("{adapter}", name, "{adapter_owner}", owner, "{track}", t.Name).Replace(tmpl)
+		}
+		var key string
+		if tg.RepoTemplate != "" {
+			key = expand(tg.RepoTemplate)
+			if !strings.Contains(key, "/") {
+				o := tg.Owner
+				if o == "" {
+					o = owner
+				}
+				key = o + "/" + key
+			}
+		} else {
+			key = a.Repo + " branch " + expand(tg.Branch)
+		}
+		if k, dup := seen[key]; dup {
+			fe.add(fmt.Sprintf("%s.adapters[%d]", p, j), "pushes to the same target as %s.adapters[%d] (%q); put {adapter_owner} in the template or give the adapters distinct names", p, k, key)
+			continue
+		}
+		seen[key] = j
+	}
 }
 
 func (tg *Target) validate(fe *fieldErrors, p string, local, shared bool) {
