@@ -306,7 +306,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return nil
 		case <-hup:
 			d.log.Info("SIGHUP: reloading config")
-			d.Reload() // logs its own outcome
+			if d.Reload() == nil { // logs its own outcome
+				d.watchDropins(fw) // drop-in dirs the new config added
+			}
 		case ev := <-fw.events:
 			d.handleFileEvent(ev, fw)
 		case <-ticker.C:

@@ -339,3 +339,42 @@ func TestRunTalksToSystemd(t *testing.T) {
 		}
 	}
 }
+
+// A drop-in dir added by a SIGHUP reload is watched like one added by
+// editing the file: a new adapter folder in it is migrated without waiting
+// for the next poll (the fake clock never brings one here).
+func TestSIGHUPReloadWatchesNewDropinDir(t *testing.T) {
+	track := `
+tracks:
+  - name: t
+    base: {repo: org/base}
+    follow: {commits: true}
+    dropin_dirs: [dropin]
+    target: {repo_template: "{adapter}-{base_name}", owner: migrated}
+`
+	h := newHarness(t, track)
+	for _, dir := range []string{"dropin", "dropin2"} {
+		os.MkdirAll(filepath.Join(h.dir, dir), 0o755)
+	}
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.runOnce()
+	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h.runOnce()
+
+	d := h.daemon(false)
+	// Edit the file before Run starts its watcher: only the signal makes
+	// the daemon notice, as after an edit while it was stopped.
+	h.writeConfig(strings.Replace(track, "[dropin]", "[dropin, dropin2]", 1))
+	running(t, d)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "SIGHUP reload", func() bool { return len(d.Config().Tracks[0].DropinDirs) == 2 })
+	dir := filepath.Join(h.dir, "dropin2", "late-adapter")
+	os.Mkdir(dir, 0o755)
+	writeAdapterDir(t, dir, adapterFiles(8))
+	eventually(t, "adapter in the reloaded drop-in dir migrated and pushed", func() bool {
+		_, ok := h.hub.file("migrated/late-adapter-base", "main", ProvenanceFile)
+		return ok
+	})
+}
