@@ -59,9 +59,12 @@ func WriteSummary(w io.Writer, p *Provenance) {
 			math.Max(math.Max(h.Fit["q_proj"].MaxGain, h.Fit["k_proj"].MaxGain), math.Max(h.Fit["v_proj"].MaxGain, h.Fit["o_proj"].MaxGain)))
 	}
 	fmt.Fprintf(w, "lineage: mean fit residual %.3f, max gain %.2f", p.Lineage.MeanResidual, p.Lineage.MaxGain)
-	if p.Lineage.Related {
+	switch {
+	case !p.Lineage.Judged:
+		fmt.Fprintf(w, "\n%s\n", p.Lineage.Note)
+	case p.Lineage.Related:
 		fmt.Fprint(w, " (one lineage)\n")
-	} else {
+	default:
 		fmt.Fprintf(w, "\nWARNING: %s\n", p.Lineage.Warning)
 	}
 	fmt.Fprintf(w, "modules: %d migrated", p.Modules.Migrated)

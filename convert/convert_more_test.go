@@ -308,3 +308,24 @@ func TestIdentityTransfer(t *testing.T) {
 		}
 	}
 }
+
+// The lineage thresholds were measured on lstsq transfers: a gram migration
+// gets no verdict rather than one judged against the wrong residual.
+func TestLineageNotJudgedForGram(t *testing.T) {
+	dir, _, _, _ := fixture(t, synth.UpgradeSpec{Hidden: 40, Seed: 2})
+	o := opts(dir)
+	o.HeadTransfer = lorasuite.HeadGram
+	res, err := Convert(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := res.Provenance.Lineage
+	if l.Judged || l.Warning != "" || !strings.Contains(l.Note, "lstsq") {
+		t.Fatalf("gram lineage %+v", l)
+	}
+	var b strings.Builder
+	WriteSummary(&b, &res.Provenance)
+	if !strings.Contains(b.String(), "no lineage verdict") {
+		t.Fatalf("summary does not say there is no verdict:\n%s", b.String())
+	}
+}

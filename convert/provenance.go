@@ -95,11 +95,17 @@ type RoleFit struct {
 // the head-fit residuals and gains. Upgrades of one lineage measured mean
 // residuals 0.17-0.44 and gains <= 1.6; independently trained pairs
 // 0.70-0.85 and gains up to 17 (docs/lorasuite-method.md, step 4).
+//
+// The thresholds were measured on lstsq transfers, whose residual is the
+// least-squares fit; a gram transfer's residual is larger for the same pair,
+// so with gram there is no verdict (Judged false, Note says why).
 type Lineage struct {
 	MeanResidual float64 `json:"mean_residual"`
 	MaxGain      float64 `json:"max_gain"`
+	Judged       bool    `json:"judged"`
 	Related      bool    `json:"related"`
 	Warning      string  `json:"warning,omitempty"`
+	Note         string  `json:"note,omitempty"`
 }
 
 // Thresholds of the lineage verdict: between the related (<= 0.44, <= 1.6)
@@ -235,9 +241,14 @@ func headReports(pa *lorasuite.PairAnalysis) ([]HeadReport, Lineage) {
 		}
 		reports = append(reports, r)
 	}
-	lin := Lineage{MaxGain: maxGain, Related: true}
+	lin := Lineage{MaxGain: maxGain, Judged: true, Related: true}
 	if nRes > 0 {
 		lin.MeanResidual = sumRes / float64(nRes)
+	}
+	if pa.HeadTransfer != lorasuite.HeadLstsq {
+		lin.Judged, lin.Related = false, false
+		lin.Note = "no lineage verdict: its thresholds were measured on lstsq head transfers (run with --head-transfer lstsq to get one)"
+		return reports, lin
 	}
 	if lin.MeanResidual > lineageResidual || lin.MaxGain > lineageGain {
 		lin.Related = false
