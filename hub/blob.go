@@ -289,6 +289,21 @@ type requestFailed struct{ err error }
 func (e *requestFailed) Error() string { return e.err.Error() }
 func (e *requestFailed) Unwrap() error { return e.err }
 
+// idleReader re-arms timer for idle whenever a read returns bytes.
+type idleReader struct {
+	r     io.Reader
+	timer *time.Timer
+	idle  time.Duration
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	if n > 0 {
+		ir.timer.Reset(ir.idle)
+	}
+	return n, err
+}
+
 // contentRangeRE parses "bytes START-END/TOTAL".
 var contentRangeRE = regexp.MustCompile(`^bytes (\d+)-(\d+)/(\d+|\*)$`)
 
@@ -355,7 +370,9 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, have i
 		return 0, restart, s.err(ErrProtocol, "server sent Content-Encoding %q despite identity", enc)
 	}
 	// Read at most one byte more than we expect, to notice an oversized body.
-	body := io.LimitReader(resp.Body, s.size-have+1)
+	// Every read that delivers bytes re-arms the watchdog: a slow body is
+	// not a stalled one, even if it fills a copy buffer slower than c.idle.
+	body := io.LimitReader(&idleReader{r: resp.Body, timer: watchdog, idle: c.idle}, s.size-have+1)
 	aw := newAsyncWriter(f, asyncWriteDepth)
 	defer func() {
 		if werr := aw.close(); werr != nil {
@@ -381,7 +398,6 @@ func (c *Client) fetchRange(ctx context.Context, f *os.File, h hash.Hash, have i
 			aw.submit(buf[:k])
 			n += int64(k)
 			prog.add(int64(k))
-			watchdog.Reset(c.idle)
 		} else {
 			aw.release(buf)
 		}

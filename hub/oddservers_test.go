@@ -337,3 +337,71 @@ func TestDownloadHonoursRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowBodyIsNotAStall: IdleTimeout is about a body that delivers no
+// bytes, not about one slower than a buffer per IdleTimeout. The server
+// trickles a byte every trickleGap, a 50th of the idle timeout (a margin
+// no scheduler delay on a loaded machine comes near), so the download
+// must finish on its one GET without being abandoned and resumed.
+func TestSlowBodyIsNotAStall(t *testing.T) {
+	const (
+		idle       = time.Second
+		trickleGap = idle / 50
+		size       = 100 // bytes; the body takes 2 idle periods in all
+	)
+	content := randBytes(21, size)
+	sum := sha256.Sum256(content)
+	etag := hex.EncodeToString(sum[:])
+	var mu sync.Mutex
+	var ranges []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.Header().Set("X-Repo-Commit", evilCommit)
+			w.Header().Set("X-Linked-Etag", `"`+etag+`"`)
+			w.Header().Set("X-Linked-Size", strconv.Itoa(size))
+			w.Header().Set("Content-Length", strconv.Itoa(size))
+			return
+		}
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		mu.Unlock()
+		start := 0
+		if rg := r.Header.Get("Range"); rg != "" {
+			start, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(rg, "bytes="), "-"))
+			w.Header().Set("Content-Range", "bytes "+strconv.Itoa(start)+"-"+strconv.Itoa(size-1)+"/"+strconv.Itoa(size))
+			w.Header().Set("Content-Length", strconv.Itoa(size-start))
+			w.WriteHeader(http.StatusPartialContent)
+		} else {
+			w.Header().Set("Content-Length", strconv.Itoa(size))
+		}
+		for i := start; i < size; i++ {
+			if _, err := w.Write(content[i : i+1]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(trickleGap):
+			}
+		}
+	}))
+	defer srv.Close()
+	c, err := New(Options{Endpoint: srv.URL, CacheDir: t.TempDir(), Progress: ProgressOff, Clock: &fakeClock{},
+		IdleTimeout: idle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.DownloadFile(context.Background(), "a/b", "main", "slow.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); sha256.Sum256(got) != sum {
+		t.Fatal("content differs")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ranges) != 1 {
+		t.Errorf("GETs with ranges %q: a trickling body was abandoned as stalled", ranges)
+	}
+}
