@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -96,6 +97,11 @@ func Convert(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	if err := verifyOutput(o.Out, nw.cfg, len(out.Modules)); err != nil {
+		// Never leave an adapter that failed its own check where a user or
+		// the daemon would pick it up.
+		if rmErr := os.RemoveAll(o.Out); rmErr != nil {
+			return nil, errors.Join(err, rmErr)
+		}
 		return nil, err
 	}
 	return &Result{Out: o.Out, Provenance: prov}, nil
