@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 )
 
 // Upload makes one commit on opts.Branch adding opts.Files and removing
@@ -288,12 +289,20 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 	}
 }
 
+// commitTitle is the title the Hub reports for a commit whose summary is
+// message: its first line (the git subject), without surrounding blanks.
+func commitTitle(message string) string {
+	first, _, _ := strings.Cut(message, "\n")
+	return strings.TrimSpace(first)
+}
+
 // landedWindow is how far back commitLanded looks for our commit, in case
 // others pushed on top of it before we checked.
 const landedWindow = 20
 
-// commitLanded reports whether our commit (titled message, with parent base)
-// is in the recent history of branch, and returns its id. History is linear
+// commitLanded reports whether our commit (titled with the first line of
+// message, with parent base) is in the recent history of branch, and
+// returns its id. History is linear
 // on a branch, so each listed commit's parent is the next one listed.
 func (c *Client) commitLanded(ctx context.Context, repo, branch, base, message string) (bool, string, error) {
 	info, err := c.RepoInfo(ctx, repo, branch)
@@ -315,7 +324,7 @@ func (c *Client) commitLanded(ctx context.Context, repo, branch, base, message s
 	}
 	// recent now runs from the head down to the child of base (if base is
 	// in the window); our commit can only be that child.
-	if n := len(recent); n > 0 && n <= landedWindow && recent[n-1].Title == message {
+	if n := len(recent); n > 0 && n <= landedWindow && strings.TrimSpace(recent[n-1].Title) == commitTitle(message) {
 		return true, recent[n-1].ID, nil
 	}
 	return false, info.SHA, nil

@@ -150,9 +150,12 @@ func TestLostCommitAnswer(t *testing.T) {
 		cut     int64
 		posts   int
 		commits int
+		message string
 	}{
-		{"before-apply", 0, 2, 1},
-		{"after-apply", 1, 1, 1},
+		{"before-apply", 0, 2, 1, "ours"},
+		{"after-apply", 1, 1, 1, "ours"},
+		// The Hub titles a commit with the first line of its summary only.
+		{"after-apply-multiline", 1, 1, 1, "ours\n\nwith a second paragraph"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, nil, nil)
@@ -161,7 +164,7 @@ func TestLostCommitAnswer(t *testing.T) {
 			e.srv.Inject(hubtest.Fault{Host: "hub", Method: http.MethodPost, PathPrefix: "/api/models/alice/m/commit/",
 				CutAfterBytes: tc.cut, Times: 1})
 			info, err := e.c.Upload(context.Background(), "alice/m", CommitOptions{
-				Message: "ours", Files: []FileOp{{Path: "a.txt", Content: []byte("2")}}})
+				Message: tc.message, Files: []FileOp{{Path: "a.txt", Content: []byte("2")}}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -142,6 +142,21 @@ func parseCommit(body io.Reader) (summary, description, parent string, ops []op,
 	return summary, description, parent, ops, nil
 }
 
+// splitSummary models how the Hub titles a commit: the git message is
+// summary + "\n\n" + description, and the title the commits API reports is
+// its first line (the rest of a multi-line summary joins the description).
+func splitSummary(summary, desc string) (title, description string) {
+	title, rest, _ := strings.Cut(summary, "\n")
+	rest = strings.Trim(rest, "\n")
+	switch {
+	case rest == "":
+		return title, desc
+	case desc == "":
+		return title, rest
+	}
+	return title, rest + "\n\n" + desc
+}
+
 // handleCommit answers POST /api/models/{repo}/commit/{rev}[?create_pr=1].
 func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request, c caller, id, rev string) {
 	summary, desc, parent, ops, err := parseCommit(r.Body)
@@ -190,7 +205,8 @@ func (s *Server) handleCommit(w http.ResponseWriter, r *http.Request, c caller, 
 			return
 		}
 	}
-	cm, err := s.applyLocked(rp, rp.Commits[base], ops, summary, desc, c.user, false)
+	title, desc := splitSummary(summary, desc)
+	cm, err := s.applyLocked(rp, rp.Commits[base], ops, title, desc, c.user, false)
 	switch {
 	case errors.Is(err, ErrLFSMissing):
 		writeError(w, http.StatusUnprocessableEntity, "", "Your push was rejected because an LFS pointer points to a file that does not exist: "+err.Error())
