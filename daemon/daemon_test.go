@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/lorasync/lorasync/daemon/state"
 )
@@ -377,4 +378,52 @@ tracks:
 		_, ok := h.hub.file("migrated/late-adapter-base", "main", ProvenanceFile)
 		return ok
 	})
+}
+
+// A job whose outcome cannot be recorded at once (the database locked or
+// the disk full for a while) is recorded once the store works again; before,
+// it stayed "running" in the database, never retried, until a restart.
+func TestOutcomeRecordedAfterStoreRecovers(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	h.hub.commit("org/base", "main", baseFiles("v1"))
+
+	dbPath := filepath.Join(h.dir, "state", state.FileName)
+	released := make(chan struct{})
+	h.hook = func(state.JobKey) bool {
+		// After the push, before the outcome is recorded: another process
+		// holds the database until the daemon has failed to write.
+		db, err := bolt.Open(dbPath, 0o600, nil)
+		if err != nil {
+			t.Error(err)
+			close(released)
+			return false
+		}
+		go func() {
+			defer close(released)
+			// Not eventually: FailNow belongs to the test goroutine.
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if strings.Contains(h.logs.String(), "state database") {
+					break
+				}
+			}
+			db.Close()
+		}()
+		return false
+	}
+	d := h.daemon(false)
+	running(t, d)
+	eventually(t, "track loop waiting", func() bool { return h.clock.pending() >= 1 })
+	h.clock.Advance(time.Minute)
+	<-released
+	eventually(t, "outcome recorded", func() bool {
+		h.clock.Advance(time.Minute) // the retry wait runs on the daemon's clock
+		js := h.jobs()
+		return len(js) == 1 && js[0].Status == state.Done
+	})
+	if n := h.hub.uploadCount(); n != 1 {
+		t.Errorf("uploads = %d, want 1", n)
+	}
 }

@@ -167,9 +167,8 @@ func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, ru
 		}
 	}
 	j.Updated = now
-	if err := d.store.Update(func(tx *state.Tx) error { return tx.PutJob(j) }); err != nil {
-		d.storeFailed(err)
-		return
+	if err := d.record(ctx, j); err != nil {
+		return // stopping: the job stays running and is recovered at the next start
 	}
 	d.metrics.JobDuration.WithLabelValues(outcome).Observe(took.Seconds())
 	switch outcome {
@@ -186,6 +185,31 @@ func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, ru
 		d.log.Info("job superseded by a newer base commit; not pushed", "job", j.Key.String(), "reason", j.LastError)
 	}
 	d.refreshGauges()
+}
+
+// record stores a finished job. A store that fails (the disk full, the
+// database locked for longer than its timeout) is retried with a capped
+// backoff on the daemon's clock until it works or ctx is done: giving up at
+// once left the job "running" in the database, never retried, with its push
+// unrecorded, until a restart. It returns the last error when ctx ends first;
+// RecoverInterrupted then resumes the job at the next start, and reconciling
+// finds a push it made.
+func (d *Daemon) record(ctx context.Context, j state.Job) error {
+	const maxDelay = time.Minute
+	delay := time.Second
+	for {
+		err := d.store.Update(func(tx *state.Tx) error { return tx.PutJob(j) })
+		if err == nil {
+			return nil
+		}
+		d.storeFailed(err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-d.clock.After(delay):
+		}
+		delay = min(2*delay, maxDelay)
+	}
 }
 
 // saveJob stores a job mid-run (e.g. its pinned adapter revision).
