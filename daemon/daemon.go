@@ -222,9 +222,13 @@ func (d *Daemon) RunOnce(ctx context.Context) (*Report, error) {
 }
 
 func (d *Daemon) recoverInterrupted() error {
-	jobs, err := d.store.RecoverInterrupted(d.clock.Now())
+	jobs, err := d.store.RecoverInterrupted(d.clock.Now(), d.Config().Retry.MaxAttempts)
 	for _, j := range jobs {
-		d.log.Info("resuming a job interrupted by the previous process", "job", j.Key.String())
+		if j.Status == state.Parked {
+			d.log.Error("job parked: the process died during it at every attempt", "job", j.Key.String(), "attempts", j.Attempts)
+			continue
+		}
+		d.log.Info("resuming a job interrupted by the previous process", "job", j.Key.String(), "attempt", j.Attempts+1)
 	}
 	return err
 }

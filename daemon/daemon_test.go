@@ -427,3 +427,42 @@ func TestOutcomeRecordedAfterStoreRecovers(t *testing.T) {
 		t.Errorf("uploads = %d, want 1", n)
 	}
 }
+
+// A job that keeps killing the process (out of memory, a crash in the
+// converter) counts an attempt at every restart and is parked after
+// retry.max_attempts, instead of being resumed, and killing the daemon, at
+// every start forever.
+func TestJobThatKillsTheProcessIsParked(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack) // retry.max_attempts: 3
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	c1 := h.hub.commit("org/base", "main", baseFiles("v1"))
+	s, err := state.Open(filepath.Join(h.dir, "state"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := state.JobKey{Track: "t", Adapter: "hub:acme/math@main", BaseRepo: "org/base", BaseCommit: c1}
+	err = s.Update(func(tx *state.Tx) error {
+		ts, _, _ := tx.Track("t")
+		ts.Heads["org/base"] = state.RepoHead{Commit: c1}
+		ts.Versions = append(ts.Versions, state.Version{Repo: "org/base", Commit: c1, Why: "commit"})
+		if err := tx.PutTrack(ts); err != nil {
+			return err
+		}
+		// Two earlier processes died during this job; this is the third.
+		return tx.PutJob(state.Job{Key: key, Status: state.Running, Attempts: 2,
+			OldBaseRepo: "org/base", OldBaseCommit: ts.BaselineCommit, Created: t0})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.runOnce()
+	j := h.job("acme/math")
+	if j.Status != state.Parked || j.Attempts != 3 || !strings.Contains(j.LastError, "died") {
+		t.Fatalf("job = %+v, want parked after 3 attempts with the reason", j)
+	}
+	if n := h.hub.uploadCount(); n != 0 || h.conv.calls != 0 {
+		t.Errorf("uploads %d, conversions %d: a parked job must not run", n, h.conv.calls)
+	}
+}

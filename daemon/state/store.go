@@ -310,10 +310,14 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 	return snap, nil
 }
 
-// RecoverInterrupted puts jobs left running by a previous process (killed
-// or stopped mid-job) back to pending, keeping their attempt count, and
-// returns them. Call it once at startup, before any worker runs.
-func (s *Store) RecoverInterrupted(now time.Time) ([]Job, error) {
+// RecoverInterrupted puts jobs left running by a previous process back to
+// pending and returns them. A graceful stop records its interrupted jobs as
+// pending itself, so a job still running here died with its process (killed,
+// out of memory, a crash): that counts as an attempt, and a job that reaches
+// maxAttempts is parked instead, so one that kills the process is not resumed,
+// and kills it again, at every start forever. Call it once at startup, before
+// any worker runs.
+func (s *Store) RecoverInterrupted(now time.Time, maxAttempts int) ([]Job, error) {
 	var out []Job
 	err := s.Update(func(tx *Tx) error {
 		jobs, err := tx.Jobs("")
@@ -324,9 +328,15 @@ func (s *Store) RecoverInterrupted(now time.Time) ([]Job, error) {
 			if j.Status != Running {
 				continue
 			}
-			j.Status = Pending
-			j.LastError = "interrupted (the daemon stopped during this job); resumed"
+			j.Attempts++
 			j.Updated = now
+			if j.Attempts >= maxAttempts {
+				j.Status, j.Finished = Parked, now
+				j.LastError = fmt.Sprintf("the process died during this job %d times (out of memory? see the journal); parked", j.Attempts)
+			} else {
+				j.Status = Pending
+				j.LastError = "interrupted (the process died during this job); resumed"
+			}
 			if err := tx.PutJob(j); err != nil {
 				return err
 			}

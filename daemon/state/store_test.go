@@ -194,7 +194,7 @@ func TestRecoverInterrupted(t *testing.T) {
 		tx.PutJob(Job{Key: key(2), Status: Done, Attempts: 1})
 		return tx.PutJob(Job{Key: key(3), Status: Failed, Attempts: 2})
 	})
-	got, err := s.RecoverInterrupted(t0)
+	got, err := s.RecoverInterrupted(t0, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,8 +209,8 @@ func TestRecoverInterrupted(t *testing.T) {
 		}
 	}
 	for _, j := range snap.Jobs {
-		if j.Key == key(1) && (j.Attempts != 1 || j.LastError == "") {
-			t.Errorf("recovered job lost its attempts or reason: %+v", j)
+		if j.Key == key(1) && (j.Attempts != 2 || j.LastError == "") {
+			t.Errorf("recovered job: want the dead process's attempt counted (1 -> 2) and a reason: %+v", j)
 		}
 	}
 }
@@ -338,5 +338,19 @@ func TestEmptyStore(t *testing.T) {
 	})
 	if err := s.Update(func(*Tx) error { return nil }); err == nil {
 		t.Error("Update on Empty succeeded")
+	}
+}
+
+// A job the dead process was running for the last allowed attempt is parked,
+// with the reason, not resumed.
+func TestRecoverInterruptedParksAtMaxAttempts(t *testing.T) {
+	s, _ := Open(t.TempDir(), Options{})
+	s.Update(func(tx *Tx) error { return tx.PutJob(Job{Key: key(1), Status: Running, Attempts: 2}) })
+	got, err := s.RecoverInterrupted(t0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Status != Parked || got[0].Attempts != 3 || !strings.Contains(got[0].LastError, "died") || !got[0].Finished.Equal(t0) {
+		t.Fatalf("recovered %+v, want job 1 parked after 3 attempts", got)
 	}
 }
