@@ -88,6 +88,32 @@ func TestDiscoverByAuthorAndPattern(t *testing.T) {
 	}
 }
 
+// Changing follow.discover (a reload) re-baselines it: repos that already
+// exist and only now match are not new versions, as config.yaml promises
+// ("only later ones become versions"); one released afterwards is.
+func TestDiscoverChangedRebaselines(t *testing.T) {
+	hub := newFakeHub(t.TempDir())
+	hub.commit("org/base", "main", baseFiles("v0"))
+	hub.commit("org/model-1B", "main", baseFiles("old"))
+	hub.commit("org/other-1B", "main", baseFiles("old, other family"))
+	tr := config.Track{Name: "t", Base: config.RepoRef{Repo: "org/base", Revision: "main"},
+		Follow: config.Follow{Discover: &config.Discover{Author: "org", Pattern: `^model-\d+B$`}}}
+	ctx := context.Background()
+	ts, _, err := discover(ctx, hub, tr, state.TrackState{}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Follow.Discover = &config.Discover{Author: "org", Pattern: `^(model|other)-\d+B$`}
+	ts, found, err := discover(ctx, hub, tr, ts, t0)
+	if err != nil || len(found) != 0 {
+		t.Fatalf("after the pattern changed: found %+v, %v; want a new baseline and no versions", found, err)
+	}
+	c := hub.commit("org/other-3B", "main", baseFiles("new"))
+	if _, found, err = discover(ctx, hub, tr, ts, t0); err != nil || len(found) != 1 || found[0].Repo != "org/other-3B" || found[0].Commit != c {
+		t.Fatalf("a release after the change: found %+v, %v", found, err)
+	}
+}
+
 // A poll that fails half-way changes nothing: the previous state is kept
 // and the next poll sees the same news.
 func TestDiscoverFailureKeepsState(t *testing.T) {

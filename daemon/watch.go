@@ -123,6 +123,14 @@ func discoverRepos(ctx context.Context, hub Hub, tr config.Track, ts *state.Trac
 	if err != nil {
 		return err // Validate already rejected this; keep the guard cheap
 	}
+	// A changed author or pattern (a reload) starts a new baseline: repos
+	// that exist already and only now match are not releases. A state from
+	// before DiscoverSpec was recorded keeps its baseline.
+	spec := d.Author + "\x00" + d.Pattern
+	if ts.DiscoverBaselined && ts.DiscoverSpec != "" && ts.DiscoverSpec != spec {
+		ts.DiscoverBaselined = false
+	}
+	ts.DiscoverSpec = spec
 	ids, err := hub.ListModels(ctx, d.Author)
 	if err != nil {
 		return err

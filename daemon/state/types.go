@@ -143,6 +143,10 @@ type TrackState struct {
 	Discovered map[string]bool `json:"discovered,omitempty"`
 	// DiscoverBaselined is set after the first discovery poll.
 	DiscoverBaselined bool `json:"discover_baselined,omitempty"`
+	// DiscoverSpec is the follow.discover (author and pattern) the baseline
+	// was taken with; another one takes a new baseline. Empty in states
+	// written before it existed.
+	DiscoverSpec string `json:"discover_spec,omitempty"`
 
 	LastPoll      time.Time `json:"last_poll,omitzero"`
 	LastPollOK    time.Time `json:"last_poll_ok,omitzero"`
