@@ -143,17 +143,9 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	if s.readOnly {
 		return fmt.Errorf("state %s: opened read-only", s.path)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	db, err := s.open()
-	if err != nil {
-		return err
-	}
-	err = db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
-	if cerr := db.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("state: close %s: %w", s.path, cerr)
-	}
-	return err
+	return s.withDB(func(db *bolt.DB) error {
+		return db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	})
 }
 
 // View runs fn in a read-only transaction.
@@ -161,13 +153,22 @@ func (s *Store) View(fn func(*Tx) error) error {
 	if s.empty {
 		return fn(&Tx{})
 	}
+	return s.withDB(func(db *bolt.DB) error {
+		return db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	})
+}
+
+// withDB opens the database, runs fn and closes it again: the file is held
+// only for one transaction at a time, so other processes (status) can open
+// it in between.
+func (s *Store) withDB(fn func(*bolt.DB) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	db, err := s.open()
 	if err != nil {
 		return err
 	}
-	err = db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	err = fn(db)
 	if cerr := db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("state: close %s: %w", s.path, cerr)
 	}
