@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,6 +101,9 @@ type fileWatcher struct {
 	w      *fsnotify.Watcher
 	events chan fileEvent
 	done   chan struct{}
+	// started is set once the initial watches are in place; later additions
+	// (after a reload) re-plan (see watchDropins).
+	started bool
 }
 
 // debounce lets an editor or a copy finish before the daemon reacts.
@@ -118,6 +122,7 @@ func (d *Daemon) newFileWatcher() (*fileWatcher, error) {
 		}
 	}
 	d.watchDropins(fw)
+	fw.started = true
 	go fw.run(d)
 	return fw, nil
 }
@@ -125,20 +130,30 @@ func (d *Daemon) newFileWatcher() (*fileWatcher, error) {
 // watchDropins adds watches for the current config's drop-in dirs and
 // their sub-folders. Adding an existing watch is a no-op; dirs no longer
 // configured keep their watch until restart (their events cause only a
-// harmless re-plan).
+// harmless re-plan). When it starts watching a dir it re-plans once more:
+// an adapter folder that appeared after the reload's plan but before the
+// watch existed made no event, and would otherwise wait for the next poll.
 func (d *Daemon) watchDropins(fw *fileWatcher) {
+	added := false
 	for _, tr := range d.Config().Tracks {
 		for _, dir := range tr.DropinDirs {
+			known := slices.Contains(fw.w.WatchList(), dir)
 			if err := fw.w.Add(dir); err != nil {
 				d.log.Warn("cannot watch drop-in dir (it is still scanned at every poll)", "dir", dir, "err", err)
 				continue
 			}
+			added = added || !known
 			entries, _ := os.ReadDir(dir)
 			for _, e := range entries {
 				if e.IsDir() {
 					fw.w.Add(filepath.Join(dir, e.Name()))
 				}
 			}
+		}
+	}
+	if added && fw.started {
+		if err := d.replan(); err != nil {
+			d.log.Error("plan after watching new drop-in dirs", "err", err)
 		}
 	}
 }
