@@ -16,6 +16,7 @@ func runForwardCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
 	rootCmd.SetOut(&out)
+	resetFlags(rootCmd)
 	rootCmd.SetArgs(args)
 	defer rootCmd.SetArgs(nil)
 	err := rootCmd.ExecuteContext(context.Background())

@@ -21,6 +21,7 @@ func runDaemonCLI(t *testing.T, args ...string) (string, error) {
 	var out, errOut bytes.Buffer
 	rootCmd.SetOut(&out)
 	rootCmd.SetErr(&errOut)
+	resetFlags(rootCmd)
 	rootCmd.SetArgs(args)
 	defer rootCmd.SetArgs(nil)
 	err := rootCmd.ExecuteContext(context.Background())
