@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"math"
 	"path/filepath"
 	"strings"
@@ -11,20 +9,8 @@ import (
 	"github.com/lorasync/lorasync/convert/safetensors"
 )
 
-// runForwardCLI executes the command tree with args and returns stdout.
-func runForwardCLI(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	var out bytes.Buffer
-	rootCmd.SetOut(&out)
-	resetFlags(rootCmd)
-	rootCmd.SetArgs(args)
-	defer rootCmd.SetArgs(nil)
-	err := rootCmd.ExecuteContext(context.Background())
-	return out.String(), err
-}
-
 func TestTokenizeCommand(t *testing.T) {
-	out, err := runForwardCLI(t, "tokenize", "--tokenizer", filepath.Join("..", "..", "convert", "tokenizer", "testdata", "sentencepiece.json"), "the the")
+	out, err := runCLI(t, "tokenize", "--tokenizer", filepath.Join("..", "..", "convert", "tokenizer", "testdata", "sentencepiece.json"), "the the")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +26,7 @@ func TestActivationsCommand(t *testing.T) {
 	const fixture = "/work/shared/fixtures/tiny-llama"
 	ids := "1,57,300,4,128,499,42,42,7,260,15,511,0,33,210,5" // expected_activations.meta.json
 	path := filepath.Join(t.TempDir(), "act.safetensors")
-	if _, err := runForwardCLI(t, "activations", "--model", fixture, "--ids", ids, "--out", path); err != nil {
+	if _, err := runCLI(t, "activations", "--model", fixture, "--ids", ids, "--out", path); err != nil {
 		if strings.Contains(err.Error(), "no such file") {
 			t.Skipf("fixture not available: %v", err)
 		}
@@ -74,7 +60,7 @@ func TestActivationsCommand(t *testing.T) {
 			t.Errorf("%s: relative error %.2e", name, diff/scale)
 		}
 	}
-	if _, err := runForwardCLI(t, "activations", "--model", fixture, "--ids", "1,-2", "--out", path); err == nil {
+	if _, err := runCLI(t, "activations", "--model", fixture, "--ids", "1,-2", "--out", path); err == nil {
 		t.Error("negative id accepted")
 	}
 }

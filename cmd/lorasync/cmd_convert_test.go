@@ -32,7 +32,7 @@ func TestConvertCommand(t *testing.T) {
 	}
 	args := []string{"convert", "--old", filepath.Join(dir, "old"), "--new", filepath.Join(dir, "new"),
 		"--adapter", filepath.Join(dir, "adapter"), "--cache-dir", filepath.Join(dir, "cache"), "--new-name", "org/new"}
-	out, err := runHub(t, append(args, "--out", filepath.Join(dir, "out"))...)
+	out, err := runCLI(t, append(args, "--out", filepath.Join(dir, "out"))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestConvertCommand(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
 	}
-	out, err = runHub(t, append(args, "--out", filepath.Join(dir, "out2"), "--json")...)
+	out, err = runCLI(t, append(args, "--out", filepath.Join(dir, "out2"), "--json")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestConvertCommand(t *testing.T) {
 	if res.Out != filepath.Join(dir, "out2") || !res.Provenance.Timings.PairCached || len(res.Provenance.LayerMap) != 2 {
 		t.Fatalf("--json summary %+v", res)
 	}
-	if _, err := runHub(t, append(args, "--out", filepath.Join(dir, "out3"), "--layer-map", "explicit:0")...); err == nil ||
+	if _, err := runCLI(t, append(args, "--out", filepath.Join(dir, "out3"), "--layer-map", "explicit:0")...); err == nil ||
 		!strings.Contains(err.Error(), "layer map") {
 		t.Fatalf("a wrong explicit map gave %v", err)
 	}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -14,24 +12,10 @@ import (
 	"github.com/lorasync/lorasync/hub/hubtest"
 )
 
-// runDaemonCLI executes the command tree and returns stdout. Cobra keeps
-// flag values between executions, so callers pass every flag they rely on.
-func runDaemonCLI(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&errOut)
-	resetFlags(rootCmd)
-	rootCmd.SetArgs(args)
-	defer rootCmd.SetArgs(nil)
-	err := rootCmd.ExecuteContext(context.Background())
-	return out.String(), err
-}
-
 func TestCheckCommand(t *testing.T) {
 	t.Setenv("HF_TOKEN", "hf_secret_value")
 	t.Setenv("CREDENTIALS_DIRECTORY", "")
-	out, err := runDaemonCLI(t, "check", "--config", "../../config.yaml")
+	out, err := runCLI(t, "check", "--config", "../../config.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +27,7 @@ func TestCheckCommand(t *testing.T) {
 	if strings.Contains(out, "hf_secret_value") {
 		t.Error("check printed the token")
 	}
-	_, err = runDaemonCLI(t, "check", "--config", "../../daemon/config/testdata/bad-adapter-repo.bad.yaml")
+	_, err = runCLI(t, "check", "--config", "../../daemon/config/testdata/bad-adapter-repo.bad.yaml")
 	if err == nil || !strings.Contains(err.Error(), "tracks[1].adapters[0].repo") {
 		t.Errorf("check of a bad config: %v", err)
 	}
@@ -63,7 +47,7 @@ func TestStatusCommand(t *testing.T) {
 		return tx.PutJob(state.Job{Key: state.JobKey{Track: "qwen", Adapter: "hub:acme/y@main", BaseRepo: "Qwen/b", BaseCommit: "c1"},
 			Status: state.Done, Attempts: 1, OutputRepo: "acme/y-b", OutputRevision: "main", OutputCommit: "abc", Created: now})
 	})
-	out, err := runDaemonCLI(t, "status", "--state-dir", dir, "--json=false", "--config", "")
+	out, err := runCLI(t, "status", "--state-dir", dir, "--json=false", "--config", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +56,7 @@ func TestStatusCommand(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
-	out, err = runDaemonCLI(t, "status", "--state-dir", dir, "--json", "--config", "")
+	out, err = runCLI(t, "status", "--state-dir", dir, "--json", "--config", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,21 +65,21 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("status --json: %v\n%s", err, out)
 	}
 	// retry requeues the parked job by a substring of its description.
-	out, err = runDaemonCLI(t, "retry", "--state-dir", dir, "--all=false", "--config", "", "acme/x")
+	out, err = runCLI(t, "retry", "--state-dir", dir, "--all=false", "--config", "", "acme/x")
 	if err != nil || !strings.Contains(out, "1 jobs requeued") {
 		t.Fatalf("retry: %v\n%s", err, out)
 	}
-	out, _ = runDaemonCLI(t, "status", "--state-dir", dir, "--json=false", "--config", "")
+	out, _ = runCLI(t, "status", "--state-dir", dir, "--json=false", "--config", "")
 	if !strings.Contains(out, "1 pending, 0 failed, 0 parked, 1 done") {
 		t.Errorf("status after retry:\n%s", out)
 	}
-	if _, err := runDaemonCLI(t, "retry", "--state-dir", dir, "--all", "--config", "", "x"); err == nil {
+	if _, err := runCLI(t, "retry", "--state-dir", dir, "--all", "--config", "", "x"); err == nil {
 		t.Error("retry with both --all and MATCH succeeded")
 	}
 
 	// No database: a clear error, and nothing is created.
 	empty := t.TempDir()
-	if _, err := runDaemonCLI(t, "status", "--state-dir", empty, "--json=false", "--config", ""); err == nil || !strings.Contains(err.Error(), "no database") {
+	if _, err := runCLI(t, "status", "--state-dir", empty, "--json=false", "--config", ""); err == nil || !strings.Contains(err.Error(), "no database") {
 		t.Errorf("status of an empty dir: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(empty, state.FileName)); !os.IsNotExist(err) {
@@ -133,7 +117,7 @@ tracks:
 	t.Setenv("HF_TOKEN", "hf_cmdrun")
 	t.Setenv("CREDENTIALS_DIRECTORY", "")
 
-	out, err := runDaemonCLI(t, "run", "--config", cfg, "--dry-run", "--json")
+	out, err := runCLI(t, "run", "--config", cfg, "--dry-run", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,14 +133,14 @@ tracks:
 	if _, err := os.Stat(filepath.Join(dir, "state")); !os.IsNotExist(err) {
 		t.Fatal("a dry run created state")
 	}
-	out, err = runDaemonCLI(t, "run", "--config", cfg, "--dry-run=false", "--json=false")
+	out, err = runCLI(t, "run", "--config", cfg, "--dry-run=false", "--json=false")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, "track t: baseline "+c0[:12]) {
 		t.Errorf("run output:\n%s", out)
 	}
-	out, err = runDaemonCLI(t, "status", "--config", cfg, "--state-dir", "", "--json=false")
+	out, err = runCLI(t, "status", "--config", cfg, "--state-dir", "", "--json=false")
 	if err != nil || !strings.Contains(out, "baseline "+c0[:12]) {
 		t.Errorf("status after run: %v\n%s", err, out)
 	}

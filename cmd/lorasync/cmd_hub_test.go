@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,19 +8,6 @@ import (
 
 	"github.com/lorasync/lorasync/hub/hubtest"
 )
-
-// runHub executes the command tree with args and returns stdout.
-func runHub(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&errOut)
-	resetFlags(rootCmd)
-	rootCmd.SetArgs(args)
-	defer rootCmd.SetArgs(nil)
-	err := rootCmd.ExecuteContext(context.Background())
-	return out.String(), err
-}
 
 // TestHubUploadDownload uploads a directory with `lorasync hub upload`,
 // fetches part of it back with `lorasync hub download`, and compares.
@@ -52,7 +37,7 @@ func TestHubUploadDownload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, err := runHub(t, "hub", "upload", "alice/adapter", src, "--message", "first", "--private")
+	out, err := runCLI(t, "hub", "upload", "alice/adapter", src, "--message", "first", "--private")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +50,7 @@ func TestHubUploadDownload(t *testing.T) {
 		t.Errorf("repo files: %v", got)
 	}
 
-	out, err = runHub(t, "hub", "download", "alice/adapter@main", "--include", "*.json", "--include", "nested/")
+	out, err = runCLI(t, "hub", "download", "alice/adapter@main", "--include", "*.json", "--include", "nested/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +68,7 @@ func TestHubUploadDownload(t *testing.T) {
 		t.Errorf("excluded file was downloaded (%v)", err)
 	}
 
-	out, err = runHub(t, "hub", "upload", "alice/adapter", src, "--pr", "--message", "again", "--branch", "main")
+	out, err = runCLI(t, "hub", "upload", "alice/adapter", src, "--pr", "--message", "again", "--branch", "main")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,27 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"testing"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
+
+// runCLI executes the command tree with args, every flag back at its
+// default, and returns stdout.
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	rootCmd.SetOut(&out)
+	rootCmd.SetErr(&errOut)
+	resetFlags(rootCmd)
+	rootCmd.SetArgs(args)
+	defer rootCmd.SetArgs(nil)
+	err := rootCmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
 
 // resetFlags puts every flag of the command tree back to its default.
 // cobra keeps flag values in package-level commands, so without this a flag
