@@ -165,13 +165,9 @@ func (s *Server) CreateTag(repoID, tag, rev string) error {
 func (s *Server) Head(repoID, rev string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.repos[repoID]
-	if !ok {
-		return "", fmt.Errorf("%w: %s", ErrRepoNotFound, repoID)
-	}
-	c, ok := r.resolve(rev)
-	if !ok {
-		return "", fmt.Errorf("%w: %s@%s", ErrRevNotFound, repoID, rev)
+	_, c, err := s.revLocked(repoID, rev)
+	if err != nil {
+		return "", err
 	}
 	return c.ID, nil
 }
@@ -180,13 +176,9 @@ func (s *Server) Head(repoID, rev string) (string, error) {
 func (s *Server) Commits(repoID, rev string) ([]CommitInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.repos[repoID]
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrRepoNotFound, repoID)
-	}
-	c, ok := r.resolve(rev)
-	if !ok {
-		return nil, fmt.Errorf("%w: %s@%s", ErrRevNotFound, repoID, rev)
+	r, c, err := s.revLocked(repoID, rev)
+	if err != nil {
+		return nil, err
 	}
 	var out []CommitInfo
 	for _, cm := range r.history(c) {
@@ -224,25 +216,31 @@ func (s *Server) Stat(repoID, rev, path string) (FileMeta, error) {
 func (s *Server) Files(repoID, rev string) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.repos[repoID]
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrRepoNotFound, repoID)
-	}
-	c, ok := r.resolve(rev)
-	if !ok {
-		return nil, fmt.Errorf("%w: %s@%s", ErrRevNotFound, repoID, rev)
+	_, c, err := s.revLocked(repoID, rev)
+	if err != nil {
+		return nil, err
 	}
 	return sortedPaths(c.Tree), nil
 }
 
-func (s *Server) entryLocked(repoID, rev, path string) (entry, error) {
+// revLocked finds a repo and one of its revisions, or says which is missing.
+// Callers hold s.mu.
+func (s *Server) revLocked(repoID, rev string) (*repo, *commit, error) {
 	r, ok := s.repos[repoID]
 	if !ok {
-		return entry{}, fmt.Errorf("%w: %s", ErrRepoNotFound, repoID)
+		return nil, nil, fmt.Errorf("%w: %s", ErrRepoNotFound, repoID)
 	}
 	c, ok := r.resolve(rev)
 	if !ok {
-		return entry{}, fmt.Errorf("%w: %s@%s", ErrRevNotFound, repoID, rev)
+		return nil, nil, fmt.Errorf("%w: %s@%s", ErrRevNotFound, repoID, rev)
+	}
+	return r, c, nil
+}
+
+func (s *Server) entryLocked(repoID, rev, path string) (entry, error) {
+	_, c, err := s.revLocked(repoID, rev)
+	if err != nil {
+		return entry{}, err
 	}
 	e, ok := c.Tree[path]
 	if !ok {
