@@ -139,12 +139,12 @@ func products(wOld []float32, ro int, wNew []float32, rn int, tr *Transfer, ho, 
 		return out
 	}
 	sc.p32 = tr.mulRight32(sc.p32, wOld, ro)
-	sc.m32 = grow32(sc.m32, ro*rn)
+	sc.m32 = grow(sc.m32, ro*rn)
 	blas32.Gemm(blas.NoTrans, blas.Trans, 1,
 		blas32.General{Rows: ro, Cols: tr.DNew, Stride: tr.DNew, Data: sc.p32},
 		blas32.General{Rows: rn, Cols: tr.DNew, Stride: tr.DNew, Data: wNew},
 		0, blas32.General{Rows: ro, Cols: rn, Stride: rn, Data: sc.m32})
-	sc.m[slot] = grow64(sc.m[slot], ro*rn)
+	sc.m[slot] = grow(sc.m[slot], ro*rn)
 	for i, v := range sc.m32 {
 		sc.m[slot][i] = float64(v)
 	}
@@ -158,7 +158,7 @@ func products(wOld []float32, ro int, wNew []float32, rn int, tr *Transfer, ho, 
 // (in sc.blk) so that no float64 copy of w is ever whole.
 func (sc *scratch) gramBlocks32(w []float32, rows, cols, h int) []*mat.SymDense {
 	g := make([]*mat.SymDense, rows/h)
-	sc.blk = grow64(sc.blk, h*cols)
+	sc.blk = grow(sc.blk, h*cols)
 	for a := range g {
 		for i, v := range w[a*h*cols : (a+1)*h*cols] {
 			sc.blk[i] = float64(v)
@@ -173,7 +173,7 @@ func (sc *scratch) gramBlocks32(w []float32, rows, cols, h int) []*mat.SymDense 
 // transpose32 returns the transpose (cols x rows) of a row-major rows x cols
 // slice, written into dst when it has the capacity.
 func transpose32(dst, x []float32, rows, cols int) []float32 {
-	out := grow32(dst, len(x))
+	out := grow(dst, len(x))
 	const tile = 64 // cache blocking
 	for i0 := 0; i0 < rows; i0 += tile {
 		for j0 := 0; j0 < cols; j0 += tile {

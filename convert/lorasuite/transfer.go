@@ -279,7 +279,7 @@ func (t *Transfer) mulRight32(dst, x []float32, k int) []float32 {
 	if len(x) != k*t.DOld {
 		panic(fmt.Sprintf("lorasuite: x W_x with %d values for %d x %d", len(x), k, t.DOld))
 	}
-	out := grow32(dst, k*t.DNew)
+	out := grow(dst, k*t.DNew)
 	if t.Identity {
 		copy(out, x)
 		return out
@@ -295,18 +295,10 @@ func (t *Transfer) mulRight32(dst, x []float32, k int) []float32 {
 	return out
 }
 
-// grow32 returns buf[:n], reallocating when its capacity is short.
-func grow32(buf []float32, n int) []float32 {
+// grow returns buf[:n], reallocating when its capacity is short.
+func grow[T any](buf []T, n int) []T {
 	if cap(buf) < n {
-		return make([]float32, n)
-	}
-	return buf[:n]
-}
-
-// grow64 returns buf[:n], reallocating when its capacity is short.
-func grow64(buf []float64, n int) []float64 {
-	if cap(buf) < n {
-		return make([]float64, n)
+		return make([]T, n)
 	}
 	return buf[:n]
 }
