@@ -27,6 +27,22 @@ type repoCache struct {
 	lockDir string // root/.locks/models--org--name
 }
 
+// downloadTarget validates a download's repo and revision ("" means main)
+// and returns the revision and the repo's cache.
+func (c *Client) downloadTarget(repo, rev string) (string, *repoCache, error) {
+	if rev == "" {
+		rev = "main"
+	}
+	rc, err := c.repoCache(repo)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := checkRevision(repo, rev); err != nil {
+		return "", nil, err
+	}
+	return rev, rc, nil
+}
+
 func (c *Client) repoCache(repo string) (*repoCache, error) {
 	if err := checkRepoID(repo); err != nil {
 		return nil, err

@@ -21,14 +21,8 @@ import (
 // ErrEntryNotFound. Offline, or when the Hub cannot be reached, the cache
 // answers through refs/ (or ErrOffline / the network error if it cannot).
 func (c *Client) DownloadFile(ctx context.Context, repo, rev, path string) (string, error) {
-	if rev == "" {
-		rev = "main"
-	}
-	rc, err := c.repoCache(repo)
+	rev, rc, err := c.downloadTarget(repo, rev)
 	if err != nil {
-		return "", err
-	}
-	if err := checkRevision(repo, rev); err != nil {
 		return "", err
 	}
 	if err := checkRelPath(path); err != nil {

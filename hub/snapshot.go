@@ -26,14 +26,8 @@ type SnapshotOptions struct {
 // failure cancels the rest. Offline, or if the Hub cannot be reached, a
 // complete cached snapshot is returned (or ErrOffline).
 func (c *Client) Snapshot(ctx context.Context, repo, rev string, opts SnapshotOptions) (string, error) {
-	if rev == "" {
-		rev = "main"
-	}
-	rc, err := c.repoCache(repo)
+	rev, rc, err := c.downloadTarget(repo, rev)
 	if err != nil {
-		return "", err
-	}
-	if err := checkRevision(repo, rev); err != nil {
 		return "", err
 	}
 	if c.offline {
