@@ -107,29 +107,43 @@ func Convert(ctx context.Context, o Options) (*Result, error) {
 	return &Result{Out: o.Out, Provenance: prov}, nil
 }
 
-// verifyOutput loads the written adapter back and checks it: it parses, every
-// module fits the new base, and every value is finite.
+// verifyOutput checks the adapter Convert just wrote (VerifyAdapter) and
+// that it holds every module migrated.
 func verifyOutput(dir string, base *arch.Config, want int) error {
-	a, err := peft.Load(dir)
+	a, err := VerifyAdapter(dir, base)
 	if err != nil {
-		return fmt.Errorf("convert: written adapter does not load back: %w", err)
-	}
-	if err := a.Check(base); err != nil {
-		return fmt.Errorf("convert: written adapter %s: %w", dir, err)
+		return fmt.Errorf("convert: written adapter: %w", err)
 	}
 	if len(a.Modules) != want {
 		return fmt.Errorf("convert: written adapter %s has %d modules, migrated %d", dir, len(a.Modules), want)
 	}
+	return nil
+}
+
+// VerifyAdapter loads the PEFT adapter in dir and checks it is usable on
+// base: it parses, has modules, every module fits base, and every value is
+// finite. Errors name the directory and the module.
+func VerifyAdapter(dir string, base *arch.Config) (*peft.Adapter, error) {
+	a, err := peft.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.Modules) == 0 {
+		return nil, fmt.Errorf("adapter %s has no modules", dir)
+	}
+	if err := a.Check(base); err != nil {
+		return nil, fmt.Errorf("adapter %s does not fit %s: %w", dir, base.Path, err)
+	}
 	for _, m := range a.Modules {
-		for _, v := range [][]float32{m.A, m.B} {
-			for _, x := range v {
+		for name, v := range map[string][]float32{"lora_A": m.A, "lora_B": m.B} {
+			for i, x := range v {
 				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-					return fmt.Errorf("convert: written adapter %s: %s has a non-finite value", dir, m.Key)
+					return nil, fmt.Errorf("adapter %s: module %s %s[%d] = %v", dir, m.Key, name, i, x)
 				}
 			}
 		}
 	}
-	return nil
+	return a, nil
 }
 
 // provenance assembles lorasync.json (modules and timings are filled by the caller).

@@ -13,7 +13,6 @@ import (
 	"github.com/lorasync/lorasync/convert"
 	"github.com/lorasync/lorasync/convert/arch"
 	"github.com/lorasync/lorasync/convert/lorasuite"
-	"github.com/lorasync/lorasync/convert/peft"
 	"github.com/lorasync/lorasync/daemon/config"
 )
 
@@ -110,26 +109,8 @@ func (LoRASuite) Verify(ctx context.Context, dir, baseDir string) error {
 	if err != nil {
 		return fmt.Errorf("base %s: %w", baseDir, err)
 	}
-	ad, err := peft.Load(dir)
-	if err != nil {
-		return err
-	}
-	if len(ad.Modules) == 0 {
-		return fmt.Errorf("adapter %s has no modules", dir)
-	}
-	if err := ad.Check(cfg); err != nil {
-		return fmt.Errorf("adapter %s does not fit %s: %w", dir, baseDir, err)
-	}
-	for _, m := range ad.Modules {
-		for name, v := range map[string][]float32{"lora_A": m.A, "lora_B": m.B} {
-			for i, x := range v {
-				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-					return fmt.Errorf("adapter %s: module %s %s[%d] = %v", dir, m.Key, name, i, x)
-				}
-			}
-		}
-	}
-	return nil
+	_, err = convert.VerifyAdapter(dir, cfg)
+	return err
 }
 
 // transientIO reports whether err comes from a machine resource that may
