@@ -2,6 +2,7 @@ package convert
 
 import (
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -327,5 +328,29 @@ func TestLineageNotJudgedForGram(t *testing.T) {
 	WriteSummary(&b, &res.Provenance)
 	if !strings.Contains(b.String(), "no lineage verdict") {
 		t.Fatalf("summary does not say there is no verdict:\n%s", b.String())
+	}
+}
+
+// VerifyAdapter refuses a non-finite value and an adapter for another base,
+// naming the module or the base.
+func TestVerifyAdapter(t *testing.T) {
+	dir, old, nw, _ := fixture(t, synth.UpgradeSpec{Hidden: 40, Seed: 4})
+	if _, err := VerifyAdapter(filepath.Join(dir, "adapter"), old.Config); err != nil {
+		t.Fatalf("a good adapter: %v", err)
+	}
+	if _, err := VerifyAdapter(filepath.Join(dir, "adapter"), nw.Config); err == nil || !strings.Contains(err.Error(), "does not fit") {
+		t.Fatalf("adapter checked against another base: %v", err)
+	}
+	a, err := peft.Load(filepath.Join(dir, "adapter"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Modules[1].B[3] = float32(math.Inf(1))
+	bad := filepath.Join(dir, "bad")
+	if err := peft.Write(bad, a, peft.WriteOptions{BaseModel: "synth/old", Provenance: map[string]string{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyAdapter(bad, old.Config); err == nil || !strings.Contains(err.Error(), a.Modules[1].Key+" lora_B[3]") {
+		t.Fatalf("non-finite value: %v", err)
 	}
 }
