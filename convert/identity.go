@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/lorasync/lorasync/internal/atomicfile"
 )
 
 var snapshotDir = regexp.MustCompile(`(^|/)snapshots/([0-9a-f]{40})$`)
@@ -122,7 +124,7 @@ func cachedIdentity(path string, want *dirStamp) (string, bool) {
 }
 
 // saveIdentity writes s to path atomically (temp file and rename).
-func saveIdentity(path string, s *dirStamp) (err error) {
+func saveIdentity(path string, s *dirStamp) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -130,27 +132,7 @@ func saveIdentity(path string, s *dirStamp) (err error) {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".id-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err = tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteFile(path, data, 0o644)
 }
 
 // hashFiles hashes the names, sizes and contents of dir's regular files that

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lorasync/lorasync/daemon/config"
 	"github.com/lorasync/lorasync/daemon/state"
+	"github.com/lorasync/lorasync/internal/atomicfile"
 )
 
 // ProvenanceFile is pushed next to every migrated adapter. Finding it on
@@ -218,7 +219,7 @@ func writeProvenance(dir string, p Provenance) error {
 	if err != nil {
 		return fmt.Errorf("provenance: %w", err)
 	}
-	if err := writeFileAtomic(pf, append(data, '\n')); err != nil {
+	if err := atomicfile.WriteFile(pf, append(data, '\n'), 0o644); err != nil {
 		return err
 	}
 	card := filepath.Join(dir, "README.md")
@@ -229,7 +230,7 @@ func writeProvenance(dir string, p Provenance) error {
 	if err := cardTemplate.Execute(&b, p); err != nil {
 		return fmt.Errorf("model card: %w", err)
 	}
-	return writeFileAtomic(card, b.Bytes())
+	return atomicfile.WriteFile(card, b.Bytes(), 0o644)
 }
 
 var cardTemplate = template.Must(template.New("card").Parse(`---
@@ -260,31 +261,3 @@ A migrated adapter is a starting point: the LoRASuite paper follows the
 projection with a short fine-tuning on task data. The full record is in
 ` + "`lorasync.json`" + `.
 `))
-
-// writeFileAtomic writes data to a temp file next to path, fsyncs it and
-// renames it into place; a failed write leaves no file behind.
-func writeFileAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("rename %s: %w", path, err)
-	}
-	return nil
-}

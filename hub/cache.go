@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
+
+	"github.com/lorasync/lorasync/internal/atomicfile"
 )
 
 // repoCache is one repository's folder in the hub cache. Every path it hands
@@ -297,34 +299,13 @@ func writeCacheDirTag(root string) {
 	_ = writeFileAtomic(p, []byte(cacheDirTag))
 }
 
-// writeFileAtomic writes data to a temporary file next to p, fsyncs it and
-// renames it over p, so readers see the old or the new content, never half.
-func writeFileAtomic(p string, data []byte) (err error) {
+// writeFileAtomic creates p's directory and writes p atomically
+// (atomicfile.WriteFile), so readers see the old or the new content, never half.
+func writeFileAtomic(p string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	tmp := p + "." + randHex(4) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
+	return atomicfile.WriteFile(p, data, 0o644)
 }
 
 // randHex returns 2n random hex digits (uuid4().hex[:8] in Python for n=4).

@@ -3,11 +3,10 @@ package synth
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 
 	"github.com/lorasync/lorasync/convert/tokenizer"
+	"github.com/lorasync/lorasync/internal/atomicfile"
 )
 
 // EndOfText is the one special token every generated vocabulary ends with.
@@ -113,31 +112,8 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("synth: %s: %w", path, err)
 	}
-	return writeFileAtomic(path, append(data, '\n'))
-}
-
-// writeFileAtomic writes data to a temp file beside path and renames it over.
-// The file is world-readable (0644) like the weights beside it; CreateTemp
-// alone would leave it 0600.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, append(data, '\n'), 0o644); err != nil {
 		return fmt.Errorf("synth: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("synth: %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("synth: %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("synth: %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("synth: %s: %w", path, err)
 	}
 	return nil
 }
