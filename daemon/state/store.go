@@ -22,7 +22,18 @@ const FileName = "state.db"
 
 // schemaVersion is stored in the meta bucket; a database written by a newer
 // lorasync is refused rather than misread.
-const schemaVersion = 1
+//
+//   - 1: job keys "track\x00adapter\x00repo@commit".
+//   - 2: job keys may end in "\x00adapter-revision" (JobKey.AdapterRev), and
+//     jobs may be orphaned. A schema 1 key is a valid schema 2 key without a
+//     revision, so upgrading only rewrites the version: every job keeps its
+//     key, status and history. lorasync before schema 2 refuses the upgraded
+//     file (it would misread the new keys).
+const schemaVersion = 2
+
+// oldestReadable is the oldest schema this lorasync reads (and Open
+// upgrades).
+const oldestReadable = 1
 
 var (
 	bucketMeta   = []byte("meta")
@@ -63,7 +74,7 @@ type Store struct {
 func Empty() *Store { return &Store{readOnly: true, empty: true} }
 
 // Open opens (creating if needed) the database in dir for reading and
-// writing, and checks its schema.
+// writing, checks its schema and upgrades an older one (see schemaVersion).
 func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state: %w", err)
@@ -77,9 +88,11 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 		meta := tx.tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v != nil {
-			return checkSchema(v, s.path)
+			if err := checkSchema(v, s.path); err != nil {
+				return err
+			}
 		}
-		return meta.Put(keySchema, []byte(fmt.Sprint(schemaVersion)))
+		return meta.Put(keySchema, []byte(strconv.Itoa(schemaVersion)))
 	})
 	if err != nil {
 		return nil, err
@@ -109,9 +122,12 @@ func OpenReadOnly(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// checkSchema accepts the schemas this lorasync reads: oldestReadable up to
+// schemaVersion.
 func checkSchema(v []byte, path string) error {
-	if string(v) != fmt.Sprint(schemaVersion) {
-		return fmt.Errorf("state %s: schema version %q, this lorasync understands %d", path, v, schemaVersion)
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n < oldestReadable || n > schemaVersion {
+		return fmt.Errorf("state %s: schema version %q, this lorasync understands %d to %d", path, v, oldestReadable, schemaVersion)
 	}
 	return nil
 }

@@ -12,7 +12,10 @@ import (
 //	                   -> failed (retry at NextAttempt) -> running ...
 //	                   -> parked (gave up; needs a human)
 //	pending, failed, running -> superseded (a newer commit of the same base
-//	                            repo arrived first; its job migrates instead)
+//	                            repo, or a newer revision of the adapter,
+//	                            arrived first; its job migrates instead)
+//	pending, failed <-> orphaned (its track or adapter is no longer
+//	                            configured; back when it is again)
 //
 // A job found running at startup was interrupted and goes back to pending.
 type Status string
@@ -26,50 +29,90 @@ const (
 	// Superseded jobs were overtaken by a newer version of the same repo;
 	// pushing them would overwrite a newer migration with an older one.
 	Superseded Status = "superseded"
+	// Orphaned jobs were waiting when their track was removed from the
+	// config or their adapter from the track. They never run; Job.Orphan
+	// holds what they return to when the adapter is registered again.
+	Orphaned Status = "orphaned"
 )
 
 // Statuses lists every status, in lifecycle order (for metrics and status).
-var Statuses = []Status{Pending, Running, Failed, Parked, Done, Superseded}
+var Statuses = []Status{Pending, Running, Failed, Parked, Done, Superseded, Orphaned}
 
 // Terminal reports whether a job in this status will not run again by itself.
 func (s Status) Terminal() bool { return s == Done || s == Parked || s == Superseded }
 
-// JobKey identifies one migration: one adapter of one track to one new base
-// version. The same key is never migrated twice.
+// JobKey identifies one migration: one revision of one adapter of one track
+// to one new base version. The same key is never migrated twice.
 type JobKey struct {
 	Track string
 	// Adapter is the adapter's stable id: "hub:owner/name@revision" or
-	// "path:/abs/dir".
-	Adapter    string
+	// "path:/abs/dir". It names the source, whatever its content.
+	Adapter string
+	// AdapterRev is the source revision the job migrates: a Hub commit, or
+	// "sha256:..." of a local directory's files (see Job.AdapterCommit). It is
+	// empty in keys written before schema 2 and when the revision could not
+	// be resolved at planning; such a job pins the revision at its first
+	// attempt.
+	AdapterRev string `json:",omitempty"`
 	BaseRepo   string
 	BaseCommit string
 }
 
+// bytes is the database key: "track\x00adapter\x00repo@commit", then
+// "\x00rev" when AdapterRev is set. Keys without a revision are byte for
+// byte those of schema 1, so an upgraded database needs no rewriting.
 func (k JobKey) bytes() []byte {
-	return []byte(k.Track + "\x00" + k.Adapter + "\x00" + k.BaseRepo + "@" + k.BaseCommit)
+	b := k.Track + "\x00" + k.Adapter + "\x00" + k.BaseRepo + "@" + k.BaseCommit
+	if k.AdapterRev != "" {
+		b += "\x00" + k.AdapterRev
+	}
+	return []byte(b)
 }
 
 func trackPrefix(track string) []byte { return []byte(track + "\x00") }
 
 func parseJobKey(b []byte) (JobKey, error) {
-	parts := strings.SplitN(string(b), "\x00", 3)
-	if len(parts) != 3 {
+	parts := strings.Split(string(b), "\x00")
+	if len(parts) != 3 && len(parts) != 4 {
 		return JobKey{}, fmt.Errorf("state: malformed job key %q", b)
 	}
 	repo, commit, ok := strings.Cut(parts[2], "@")
 	if !ok {
 		return JobKey{}, fmt.Errorf("state: malformed job key %q", b)
 	}
-	return JobKey{Track: parts[0], Adapter: parts[1], BaseRepo: repo, BaseCommit: commit}, nil
+	k := JobKey{Track: parts[0], Adapter: parts[1], BaseRepo: repo, BaseCommit: commit}
+	if len(parts) == 4 {
+		if parts[3] == "" {
+			return JobKey{}, fmt.Errorf("state: malformed job key %q", b)
+		}
+		k.AdapterRev = parts[3]
+	}
+	return k, nil
 }
 
-// String is a short human form: "track: adapter -> repo@abcdef123456".
+// String is a short human form: "track: adapter -> repo@abcdef123456", with
+// the adapter's revision after the adapter when the key has one
+// ("track: adapter (0123456789ab) -> repo@abcdef123456").
 func (k JobKey) String() string {
-	c := k.BaseCommit
-	if len(c) > 12 {
-		c = c[:12]
+	adapter := k.Adapter
+	if k.AdapterRev != "" {
+		adapter += " (" + shortRev(k.AdapterRev) + ")"
 	}
-	return fmt.Sprintf("%s: %s -> %s@%s", k.Track, k.Adapter, k.BaseRepo, c)
+	return fmt.Sprintf("%s: %s -> %s@%s", k.Track, adapter, k.BaseRepo, shortRev(k.BaseCommit))
+}
+
+// shortRev abbreviates a commit or a "sha256:" identity to 12 hex digits.
+func shortRev(rev string) string {
+	prefix, hex, ok := strings.Cut(rev, ":")
+	if !ok {
+		prefix, hex = "", rev
+	} else {
+		prefix += ":"
+	}
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	return prefix + hex
 }
 
 // Job is one migration and everything known about it.
@@ -86,8 +129,9 @@ type Job struct {
 	OldBaseRepo   string `json:"old_base_repo"`
 	OldBaseCommit string `json:"old_base_commit"`
 	// AdapterCommit is the adapter revision that was migrated: a Hub commit
-	// or, for local adapters, "sha256:" of its files. Fixed at the first
-	// attempt so that retries migrate the same thing.
+	// or, for local adapters, "sha256:" of its files. Key.AdapterRev when the
+	// key has one; otherwise fixed at the first attempt (Hub) or hashed at
+	// every attempt (local).
 	AdapterCommit string `json:"adapter_commit,omitempty"`
 
 	OutputRepo     string `json:"output_repo,omitempty"`
@@ -100,10 +144,20 @@ type Job struct {
 	// Summary is the converter's one-line report.
 	Summary string `json:"summary,omitempty"`
 
+	// Orphan is set while the job is orphaned: what it was before.
+	Orphan *Orphan `json:"orphan,omitempty"`
+
 	Created  time.Time `json:"created"`
 	Updated  time.Time `json:"updated"`
 	Started  time.Time `json:"started,omitzero"`
 	Finished time.Time `json:"finished,omitzero"`
+}
+
+// Orphan is what an orphaned job returns to when its track and adapter are
+// configured again.
+type Orphan struct {
+	Status    Status `json:"status"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Runnable reports whether the job may start at now.
@@ -111,10 +165,46 @@ func (j *Job) Runnable(now time.Time) bool {
 	return j.Status == Pending || (j.Status == Failed && !now.Before(j.NextAttempt))
 }
 
+// Waiting reports whether the job waits to run (pending, or failed and due
+// for a retry later).
+func (j *Job) Waiting() bool { return j.Status == Pending || j.Status == Failed }
+
+// AdapterRevision is the adapter revision the job migrates: Key.AdapterRev,
+// or for keys without one the revision pinned at the first attempt ("" before
+// it).
+func (j *Job) AdapterRevision() string {
+	if j.Key.AdapterRev != "" {
+		return j.Key.AdapterRev
+	}
+	return j.AdapterCommit
+}
+
+// Orphaned sets a waiting job aside (status Orphaned), remembering its
+// status and error for Adopt; why becomes its LastError.
+func (j *Job) Orphaned(why string, now time.Time) {
+	j.Orphan = &Orphan{Status: j.Status, LastError: j.LastError}
+	j.Status, j.LastError, j.Updated = Orphaned, why, now
+}
+
+// Adopt brings an orphaned job back to the status it had.
+func (j *Job) Adopt(now time.Time) {
+	if j.Orphan == nil { // written by hand: the safe default
+		j.Orphan = &Orphan{Status: Pending}
+	}
+	j.Status, j.LastError, j.Orphan, j.Updated = j.Orphan.Status, j.Orphan.LastError, nil, now
+}
+
 // RepoHead is the last seen head of one watched repo.
 type RepoHead struct {
 	Commit string    `json:"commit"`
 	Seen   time.Time `json:"seen"`
+}
+
+// AdapterHead is the last resolved revision of one adapter's source: a Hub
+// commit, or "sha256:..." of a local directory's files.
+type AdapterHead struct {
+	Rev  string    `json:"rev"`
+	Seen time.Time `json:"seen"`
 }
 
 // Version is a new base version adapters migrate to.
@@ -138,6 +228,9 @@ type TrackState struct {
 	Heads map[string]RepoHead `json:"heads"`
 	// Versions are the new base versions found so far, oldest first.
 	Versions []Version `json:"versions"`
+	// Adapters maps each registered adapter's id to the latest revision of
+	// its source the planner resolved (absent: not resolved yet).
+	Adapters map[string]AdapterHead `json:"adapters,omitempty"`
 	// Discovered holds repos matched by follow.discover (including the
 	// baseline set found on the first discovery poll).
 	Discovered map[string]bool `json:"discovered,omitempty"`
