@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -117,49 +114,4 @@ func scanDropin(dir string) ([]string, error) {
 func isFile(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.Mode().IsRegular()
-}
-
-// hashDir is the revision of a local adapter: "sha256:" over every regular
-// file's relative path and content, in path order. Hidden files are
-// skipped (editors' swap files, .cache).
-func hashDir(dir string) (string, error) {
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if strings.HasPrefix(d.Name(), ".") && p != dir {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.Type().IsRegular() {
-			files = append(files, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("adapter %s: %w", dir, err)
-	}
-	if len(files) == 0 {
-		return "", permanentf("adapter %s: no files", dir)
-	}
-	sort.Strings(files)
-	h := sha256.New()
-	for _, p := range files {
-		rel, _ := filepath.Rel(dir, p)
-		fmt.Fprintf(h, "%s\x00", filepath.ToSlash(rel))
-		f, err := os.Open(p)
-		if err != nil {
-			return "", fmt.Errorf("adapter %s: %w", dir, err)
-		}
-		n, err := io.Copy(h, f)
-		f.Close()
-		if err != nil {
-			return "", fmt.Errorf("adapter %s: read %s: %w", dir, rel, err)
-		}
-		fmt.Fprintf(h, "\x00%d\x00", n)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -55,6 +55,9 @@ type Daemon struct {
 	pairs   *keyedLocks // base pairs being analysed
 	targets *keyedLocks // push targets
 	notify  *notifier
+	// localRevs remembers local adapters' revisions while their files are
+	// unchanged.
+	localRevs *revMemo
 
 	kickCh   chan struct{}
 	mu       sync.Mutex
@@ -90,20 +93,21 @@ func New(opts Options) (*Daemon, error) {
 		return nil, errors.New("daemon: Options.Config, Hub and Converter are required")
 	}
 	d := &Daemon{
-		cfgPath:  opts.ConfigPath,
-		hub:      opts.Hub,
-		conv:     opts.Converter,
-		log:      opts.Logger,
-		reg:      opts.Registry,
-		clock:    opts.Clock,
-		rnd:      opts.Rand,
-		dryRun:   opts.DryRun,
-		pairs:    newKeyedLocks(),
-		targets:  newKeyedLocks(),
-		kickCh:   make(chan struct{}, 1),
-		inflight: map[state.JobKey]bool{},
-		loops:    map[string]*loop{},
-		notify:   newNotifier(),
+		cfgPath:   opts.ConfigPath,
+		hub:       opts.Hub,
+		conv:      opts.Converter,
+		log:       opts.Logger,
+		reg:       opts.Registry,
+		clock:     opts.Clock,
+		rnd:       opts.Rand,
+		dryRun:    opts.DryRun,
+		pairs:     newKeyedLocks(),
+		targets:   newKeyedLocks(),
+		localRevs: newRevMemo(),
+		kickCh:    make(chan struct{}, 1),
+		inflight:  map[state.JobKey]bool{},
+		loops:     map[string]*loop{},
+		notify:    newNotifier(),
 	}
 	if d.log == nil {
 		d.log = slog.Default()

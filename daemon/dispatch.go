@@ -150,6 +150,9 @@ func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, ru
 	case errors.Is(runErr, errSuperseded):
 		j.Status, j.LastError, j.Finished = state.Superseded, runErr.Error(), now
 		outcome = "superseded"
+		if errors.Is(runErr, errAdapterChanged) {
+			defer d.replan() // plans the new content's job (and logs its own errors)
+		}
 	case ctx.Err() != nil:
 		// Shutdown: not the job's fault; it resumes on the next start.
 		j.Status, j.LastError = state.Pending, "interrupted by shutdown; resumes on next start"
@@ -182,7 +185,7 @@ func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, ru
 	case "interrupted":
 		d.log.Info("job interrupted by shutdown", "job", j.Key.String())
 	case "superseded":
-		d.log.Info("job superseded by a newer base commit; not pushed", "job", j.Key.String(), "reason", j.LastError)
+		d.log.Info("job superseded by a newer base commit or adapter revision; not pushed", "job", j.Key.String(), "reason", j.LastError)
 	}
 	d.refreshGauges()
 }

@@ -8,8 +8,14 @@
 //     schedule) that discovers new base versions: new commits on the
 //     tracked revision, successor repos appearing, repos matching an author
 //     and name pattern.
-//   - plan.go: desired jobs = registered adapters x latest versions; missing
-//     ones are created, in the same transaction that records the versions.
+//   - plan.go and planner.go: desired jobs = registered adapters at their
+//     current revision x latest base versions; missing ones are created, in
+//     the same transaction that records the versions, and waiting jobs for
+//     an older base commit or adapter revision are superseded.
+//   - revisions.go: an adapter's revision is its Hub commit or a content
+//     hash of its local directory (stat-memoised), resolved at every poll,
+//     so a retrained adapter is migrated again and unchanged content never
+//     is.
 //   - dispatch.go: a bounded worker pool (config concurrency) that runs
 //     runnable jobs, retries failures with backoff (jittered, capped, on an
 //     injected Clock) and parks a job after retry.max_attempts or at once

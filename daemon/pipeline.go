@@ -25,16 +25,27 @@ import (
 // earlier push of the same migration (reconcile), so a crash between push
 // and record never leads to a second push.
 func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track, ad Adapter, job state.Job) (state.Job, error) {
-	// resolve: a Hub adapter's revision is pinned at the first attempt so
-	// that every retry migrates the same commit; a local adapter is
-	// re-hashed at every attempt, so that what is recorded is what was
-	// migrated.
-	if job.AdapterCommit == "" || ad.Local() {
+	// resolve: the job migrates the adapter revision of its key. A local
+	// adapter is hashed again at every attempt, so that what is recorded is
+	// what was migrated: content that changed since planning is the next
+	// job's (errAdapterChanged). A key without a revision (planned before it
+	// could be resolved, or by a lorasync before schema 2) pins a Hub
+	// adapter's revision at the first attempt, so that every retry migrates
+	// the same commit, and records a local adapter's content as it is.
+	pinned := job.AdapterCommit
+	if job.Key.AdapterRev != "" && !ad.Local() {
+		job.AdapterCommit = job.Key.AdapterRev
+	} else if job.AdapterCommit == "" || ad.Local() {
 		c, err := d.resolveAdapter(ctx, ad)
 		if err != nil {
 			return job, fmt.Errorf("resolve adapter %s: %w", ad.ID, err)
 		}
+		if job.Key.AdapterRev != "" && c != job.Key.AdapterRev {
+			return job, fmt.Errorf("%w (now %s, planned %s)", errAdapterChanged, short(c), short(job.Key.AdapterRev))
+		}
 		job.AdapterCommit = c
+	}
+	if job.AdapterCommit != pinned {
 		if err := d.saveJob(job); err != nil {
 			return job, err
 		}
@@ -159,27 +170,38 @@ func (d *Daemon) reconciled(job state.Job, tg target, found *existing) state.Job
 	return job
 }
 
-// errSuperseded is wrapped when a newer commit of the job's base repo was
-// recorded: its own job migrates instead, and pushing this one could put
-// an older migration on top of a newer one.
+// errSuperseded is wrapped when a newer commit of the job's base repo, or a
+// newer revision of its adapter, was recorded: its own job migrates
+// instead, and pushing this one could put an older migration on top of a
+// newer one.
 var errSuperseded = errors.New("superseded")
 
+// errAdapterChanged is wrapped when a local adapter's content is no longer
+// the revision the job was planned for. The job is superseded, and a re-plan
+// (see finish) plans the new content's job.
+var errAdapterChanged = fmt.Errorf("%w: the adapter's files changed since the job was planned", errSuperseded)
+
 func (d *Daemon) checkSuperseded(job state.Job) error {
-	var latest string
+	var ts state.TrackState
 	err := d.store.View(func(tx *state.Tx) error {
-		ts, _, err := tx.Track(job.Key.Track)
-		for _, v := range ts.Latest() {
-			if v.Repo == job.Key.BaseRepo {
-				latest = v.Commit
-			}
-		}
+		var err error
+		ts, _, err = tx.Track(job.Key.Track)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if latest != "" && latest != job.Key.BaseCommit {
-		return fmt.Errorf("%w by %s@%s", errSuperseded, job.Key.BaseRepo, short(latest))
+	for _, v := range ts.Latest() {
+		if v.Repo == job.Key.BaseRepo && v.Commit != job.Key.BaseCommit {
+			return fmt.Errorf("%w by %s@%s", errSuperseded, job.Key.BaseRepo, short(v.Commit))
+		}
+	}
+	// The recorded revision and its job are written together, so a
+	// different one means a newer job exists. (A job without a revision in
+	// its key pinned its own at the first attempt, possibly a newer one than
+	// recorded: it is not compared.)
+	if h, ok := ts.Adapters[job.Key.Adapter]; ok && job.Key.AdapterRev != "" && h.Rev != job.Key.AdapterRev {
+		return fmt.Errorf("%w by adapter revision %s", errSuperseded, short(h.Rev))
 	}
 	return nil
 }
@@ -235,7 +257,7 @@ func freeDisk(dir string) (int64, error) {
 
 // jobDirName is a filesystem-safe, stable name for a job's work dir.
 func jobDirName(k state.JobKey) string {
-	h := sha256.Sum256([]byte(k.Track + "\x00" + k.Adapter + "\x00" + k.BaseRepo + "@" + k.BaseCommit))
+	h := sha256.Sum256([]byte(k.Track + "\x00" + k.Adapter + "\x00" + k.BaseRepo + "@" + k.BaseCommit + "\x00" + k.AdapterRev))
 	return hex.EncodeToString(h[:8])
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lorasync/lorasync/daemon/config"
@@ -22,7 +23,10 @@ type TrackReport struct {
 	NewJobs []state.JobKey `json:"new_jobs,omitempty"`
 	// Runnable jobs of the track after the poll (including NewJobs).
 	Runnable []state.JobKey `json:"runnable,omitempty"`
-	Error    string         `json:"error,omitempty"`
+	// Warnings did not stop the poll: a drop-in dir that could not be read,
+	// an adapter whose revision could not be resolved.
+	Warnings []string `json:"warnings,omitempty"`
+	Error    string   `json:"error,omitempty"`
 }
 
 // pollTrack discovers new versions of one track and records them together
@@ -64,21 +68,41 @@ func (d *Daemon) pollTrack(ctx context.Context, name string) TrackReport {
 	next.LastPoll, next.LastPollOK, next.LastPollError = now, now, ""
 	rep.Baseline, rep.NewVersions = next.BaselineCommit, found
 	adapters, scanErrs := registeredAdapters(tr)
+	var revs map[string]string
+	var revErrs []error
+	if len(next.Latest()) > 0 { // only then are there jobs to plan
+		revs, revErrs = d.adapterRevs(ctx, adapters, true)
+	}
+	if ctx.Err() != nil {
+		rep.Error = ctx.Err().Error()
+		return rep
+	}
+	recordAdapterRevs(&next, adapters, revs, now)
 	for _, e := range scanErrs {
 		d.log.Warn("drop-in scan", "track", name, "err", e)
+		rep.Warnings = append(rep.Warnings, e.Error())
+	}
+	for _, e := range revErrs {
+		d.log.Warn("cannot resolve the adapter's revision; planning with the last one known", "track", name, "err", e)
+		rep.Warnings = append(rep.Warnings, e.Error())
 	}
 	if d.dryRun {
-		rep.NewJobs, rep.Runnable, err = d.planDry(tr, next, adapters, now)
+		rep.NewJobs, rep.Runnable, err = d.planDry(next, adapters, now)
 	} else {
+		var p trackPlan
 		err = d.store.Update(func(tx *state.Tx) error {
 			if err := tx.PutTrack(next); err != nil {
 				return err
 			}
-			created, err := ensureJobs(tx, tr, next, adapters, now)
-			rep.NewJobs = created
-			return err
+			jobs, err := tx.Jobs(name)
+			if err != nil {
+				return err
+			}
+			p = planTrack(next, adapters, jobs, now)
+			return writePlan(tx, p)
 		})
 		if err == nil {
+			rep.NewJobs = d.logPlan(p)
 			rep.Runnable, err = d.runnableKeys(name, now)
 		}
 	}
@@ -115,117 +139,110 @@ func (d *Daemon) recordPollError(name string, prev state.TrackState, now time.Ti
 	}
 }
 
-// ensureJobs creates the missing jobs of a track: every registered adapter
-// times the latest version of every repo the track has moved to. A job
-// that exists (in any status) is left alone, so nothing is migrated twice.
-// Waiting jobs (pending, failed) for an older commit of a repo are marked
-// superseded: the newer commit's job replaces them. (A running one is
-// stopped before its push; see runJob.)
-func ensureJobs(tx *state.Tx, tr config.Track, ts state.TrackState, adapters []Adapter, now time.Time) ([]state.JobKey, error) {
-	if ts.BaselineCommit == "" {
-		return nil, nil // never polled: no versions yet
-	}
-	latest := map[string]string{}
-	for _, v := range ts.Latest() {
-		latest[v.Repo] = v.Commit
-	}
-	jobs, err := tx.Jobs(tr.Name)
-	if err != nil {
-		return nil, err
-	}
-	for _, j := range jobs {
-		c, ok := latest[j.Key.BaseRepo]
-		if !ok || c == j.Key.BaseCommit || (j.Status != state.Pending && j.Status != state.Failed) {
-			continue
-		}
-		j.Status, j.Updated, j.Finished = state.Superseded, now, now
-		j.LastError = fmt.Sprintf("superseded by %s@%s", j.Key.BaseRepo, short(c))
+// writePlan stores every job a plan changes or creates.
+func writePlan(tx *state.Tx, p trackPlan) error {
+	for _, j := range p.jobs() {
 		if err := tx.PutJob(j); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	var created []state.JobKey
-	for _, v := range ts.Latest() {
-		for _, a := range adapters {
-			k := state.JobKey{Track: tr.Name, Adapter: a.ID, BaseRepo: v.Repo, BaseCommit: v.Commit}
-			_, exists, err := tx.Job(k)
-			if err != nil {
-				return nil, err
-			}
-			if exists {
-				continue
-			}
-			j := state.Job{Key: k, Status: state.Pending, OldBaseRepo: ts.BaseRepo, OldBaseCommit: ts.BaselineCommit, Created: now, Updated: now}
-			if err := tx.PutJob(j); err != nil {
-				return nil, err
-			}
-			created = append(created, k)
-		}
-	}
-	return created, nil
+	return nil
 }
 
-// planDry computes what ensureJobs would create, without writing.
-func (d *Daemon) planDry(tr config.Track, ts state.TrackState, adapters []Adapter, now time.Time) (created, runnable []state.JobKey, err error) {
+// logPlan logs a plan once it is stored, and returns the keys of the jobs
+// it created.
+func (d *Daemon) logPlan(p trackPlan) []state.JobKey {
+	for _, j := range p.Changed {
+		d.log.Info("job "+string(j.Status), "job", j.Key.String(), "why", j.LastError)
+	}
+	var created []state.JobKey
+	for _, j := range p.Created {
+		d.log.Info("job planned", "job", j.Key.String())
+		created = append(created, j.Key)
+	}
+	return created
+}
+
+// planDry computes what planning would do, without writing.
+func (d *Daemon) planDry(ts state.TrackState, adapters []Adapter, now time.Time) (created, runnable []state.JobKey, err error) {
 	err = d.store.View(func(tx *state.Tx) error {
-		jobs, err := tx.Jobs(tr.Name)
+		jobs, err := tx.Jobs(ts.Track)
 		if err != nil {
 			return err
 		}
-		have := map[state.JobKey]bool{}
+		p := planTrack(ts, adapters, jobs, now)
+		after := map[state.JobKey]state.Job{}
 		for _, j := range jobs {
-			have[j.Key] = true
+			after[j.Key] = j
+		}
+		for _, j := range p.jobs() {
+			after[j.Key] = j
+		}
+		for _, j := range p.Created {
+			created = append(created, j.Key)
+		}
+		for _, j := range after {
 			if j.Runnable(now) {
 				runnable = append(runnable, j.Key)
 			}
 		}
-		if ts.BaselineCommit == "" {
-			return nil
-		}
-		for _, v := range ts.Latest() {
-			for _, a := range adapters {
-				k := state.JobKey{Track: tr.Name, Adapter: a.ID, BaseRepo: v.Repo, BaseCommit: v.Commit}
-				if !have[k] {
-					created = append(created, k)
-					runnable = append(runnable, k)
-				}
-			}
-		}
+		slices.SortFunc(runnable, func(a, b state.JobKey) int { return strings.Compare(a.String(), b.String()) })
 		return nil
 	})
 	return created, runnable, err
 }
 
-// replan creates missing jobs for every track from the recorded state,
-// without asking the Hub: after a reload or a drop-in change.
+// replan plans every track again from the recorded state, without asking
+// the Hub: after a reload or a drop-in change, and after a pass's polls.
+// Local adapters' revisions are read again (from disk, see revMemo); Hub
+// adapters' are the ones the last poll resolved.
 func (d *Daemon) replan() error {
 	if d.dryRun {
 		return nil
 	}
 	cfg := d.Config()
 	now := d.clock.Now()
-	total := 0
+	type input struct {
+		tr       config.Track
+		adapters []Adapter
+		revs     map[string]string
+	}
+	var inputs []input
+	for _, tr := range cfg.Tracks { // disk reads before the transaction
+		adapters, scanErrs := registeredAdapters(tr)
+		for _, e := range scanErrs {
+			d.log.Warn("drop-in scan", "track", tr.Name, "err", e)
+		}
+		revs, revErrs := d.adapterRevs(context.Background(), adapters, false)
+		for _, e := range revErrs {
+			d.log.Warn("cannot read the adapter's revision", "track", tr.Name, "err", e)
+		}
+		inputs = append(inputs, input{tr, adapters, revs})
+	}
+	var plans []trackPlan
 	err := d.store.Update(func(tx *state.Tx) error {
-		for _, tr := range cfg.Tracks {
-			ts, ok, err := tx.Track(tr.Name)
+		for _, in := range inputs {
+			ts, ok, err := tx.Track(in.tr.Name)
 			if err != nil {
 				return err
 			}
-			if !ok || ts.BaseRepo != tr.Base.Repo || ts.BaseRevision != tr.Base.Revision {
+			if !ok || ts.BaseRepo != in.tr.Base.Repo || ts.BaseRevision != in.tr.Base.Revision {
 				continue // the next poll sets the baseline
 			}
-			adapters, scanErrs := registeredAdapters(tr)
-			for _, e := range scanErrs {
-				d.log.Warn("drop-in scan", "track", tr.Name, "err", e)
+			if recordAdapterRevs(&ts, in.adapters, in.revs, now) {
+				if err := tx.PutTrack(ts); err != nil {
+					return err
+				}
 			}
-			created, err := ensureJobs(tx, tr, ts, adapters, now)
+			jobs, err := tx.Jobs(in.tr.Name)
 			if err != nil {
 				return err
 			}
-			for _, k := range created {
-				d.log.Info("job planned", "job", k.String())
+			p := planTrack(ts, in.adapters, jobs, now)
+			if err := writePlan(tx, p); err != nil {
+				return err
 			}
-			total += len(created)
+			plans = append(plans, p)
 		}
 		return nil
 	})
@@ -233,7 +250,11 @@ func (d *Daemon) replan() error {
 		d.storeFailed(err)
 		return fmt.Errorf("replan: %w", err)
 	}
-	if total > 0 {
+	changed := 0
+	for _, p := range plans {
+		changed += len(d.logPlan(p)) + len(p.Changed)
+	}
+	if changed > 0 {
 		d.kick()
 		d.refreshGauges()
 	}

@@ -1,0 +1,64 @@
+package daemon
+
+import (
+	"testing"
+
+	"github.com/lorasync/lorasync/daemon/state"
+)
+
+// Hand-worked plans for one adapter and one new base commit c1.
+func TestPlanTrackAdapterRevisions(t *testing.T) {
+	a := Adapter{ID: "hub:acme/a@main", Repo: "acme/a", Revision: "main"}
+	ts := func(rev string) state.TrackState {
+		s := state.TrackState{Track: "t", BaseRepo: "org/base", BaseRevision: "main", BaselineCommit: "c0",
+			Versions: []state.Version{{Repo: "org/base", Commit: "c1"}}}
+		if rev != "" {
+			s.Adapters = map[string]state.AdapterHead{a.ID: {Rev: rev}}
+		}
+		return s
+	}
+	job := func(rev, pinned string, s state.Status) state.Job {
+		return state.Job{Key: state.JobKey{Track: "t", Adapter: a.ID, AdapterRev: rev, BaseRepo: "org/base", BaseCommit: "c1"}, Status: s, AdapterCommit: pinned}
+	}
+	cases := []struct {
+		name    string
+		rev     string // the adapter's current revision ("" unknown)
+		jobs    []state.Job
+		created string // AdapterRev of the created job, "-" for none
+		changed map[string]state.Status
+	}{
+		{"first job, revision known", "r1", nil, "r1", nil},
+		{"first job, revision unknown: pinned when it runs", "", nil, "", nil},
+		{"unknown revision, any job counts", "", []state.Job{job("r1", "r1", state.Done)}, "-", nil},
+		{"same revision done", "r1", []state.Job{job("r1", "r1", state.Done)}, "-", nil},
+		{"legacy key pinned to the same commit", "r1", []state.Job{job("", "r1", state.Done)}, "-", nil},
+		{"legacy key not pinned yet", "r2", []state.Job{job("", "", state.Pending)}, "-", nil},
+		{"legacy key parked before pinning: needs a human", "r2", []state.Job{job("", "", state.Parked)}, "-", nil},
+		{"new revision after done", "r2", []state.Job{job("r1", "r1", state.Done)}, "r2", nil},
+		{"new revision after parked", "r2", []state.Job{job("r1", "r1", state.Parked)}, "r2", map[string]state.Status{}},
+		{"new revision supersedes a waiting one", "r2", []state.Job{job("r1", "r1", state.Failed)}, "r2", map[string]state.Status{"r1": state.Superseded}},
+		{"legacy pinned waiting job superseded", "r2", []state.Job{job("", "r1", state.Pending)}, "r2", map[string]state.Status{"": state.Superseded}},
+		{"running job left to the pre-push check", "r2", []state.Job{job("r1", "r1", state.Running)}, "r2", nil},
+		{"back to a superseded revision: planned again", "r1",
+			[]state.Job{job("r1", "r1", state.Superseded), job("r2", "r2", state.Done)}, "-", map[string]state.Status{"r1": state.Pending}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := planTrack(ts(c.rev), []Adapter{a}, c.jobs, t0)
+			switch {
+			case c.created == "-" && len(p.Created) != 0:
+				t.Errorf("created %+v, want none", p.Created)
+			case c.created != "-" && (len(p.Created) != 1 || p.Created[0].Key.AdapterRev != c.created || p.Created[0].OldBaseCommit != "c0"):
+				t.Errorf("created %+v, want one job for revision %q", p.Created, c.created)
+			}
+			if len(p.Changed) != len(c.changed) {
+				t.Fatalf("changed %+v, want %v", p.Changed, c.changed)
+			}
+			for _, j := range p.Changed {
+				if want := c.changed[j.Key.AdapterRev]; j.Status != want {
+					t.Errorf("job %s became %s, want %s", j.Key, j.Status, want)
+				}
+			}
+		})
+	}
+}
