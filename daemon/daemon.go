@@ -254,6 +254,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.recoverInterrupted(); err != nil {
 		return err
 	}
+	// Jobs of tracks or adapters removed from the config while the daemon was
+	// stopped are orphaned before anything runs (and the ones configured
+	// again adopted); a failure is logged and retried at the next re-plan.
+	_ = d.replan()
 	srv, err := d.serveHTTP(cfg.Listen)
 	if err != nil {
 		return err

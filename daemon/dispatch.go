@@ -25,7 +25,8 @@ func (d *Daemon) kick() {
 
 // startRunnable starts runnable jobs (oldest first) while fewer than
 // concurrency run. Jobs whose track or adapter is no longer registered
-// wait. skip, when not nil, holds jobs this pass already ran (RunOnce runs
+// wait (the next plan orphans them; this covers the moment between a
+// reload's new config and its re-plan). skip, when not nil, holds jobs this pass already ran (RunOnce runs
 // each job at most once). It returns the earliest future retry time (zero
 // if none).
 func (d *Daemon) startRunnable(ctx context.Context, skip map[state.JobKey]bool) (next time.Time, started int) {

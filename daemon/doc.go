@@ -11,7 +11,9 @@
 //   - plan.go and planner.go: desired jobs = registered adapters at their
 //     current revision x latest base versions; missing ones are created, in
 //     the same transaction that records the versions, and waiting jobs for
-//     an older base commit or adapter revision are superseded.
+//     an older base commit or adapter revision are superseded. Waiting jobs
+//     of tracks or adapters removed from the config are orphaned (never
+//     run, counted apart) and adopted again when they come back.
 //   - revisions.go: an adapter's revision is its Hub commit or a content
 //     hash of its local directory (stat-memoised), resolved at every poll,
 //     so a retrained adapter is migrated again and unchanged content never

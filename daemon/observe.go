@@ -223,6 +223,9 @@ func (n *notifier) status(line string) {
 func statusLine(counts map[state.Status]int, tracks int, lastPoll time.Time) string {
 	s := fmt.Sprintf("%d tracks; jobs: %d running, %d pending, %d failed, %d parked, %d done",
 		tracks, counts[state.Running], counts[state.Pending], counts[state.Failed], counts[state.Parked], counts[state.Done])
+	if n := counts[state.Orphaned]; n > 0 {
+		s += fmt.Sprintf(", %d orphaned (track or adapter removed)", n)
+	}
 	if !lastPoll.IsZero() {
 		s += "; last poll " + lastPoll.UTC().Format(time.RFC3339)
 	}

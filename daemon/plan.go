@@ -87,7 +87,7 @@ func (d *Daemon) pollTrack(ctx context.Context, name string) TrackReport {
 		rep.Warnings = append(rep.Warnings, e.Error())
 	}
 	if d.dryRun {
-		rep.NewJobs, rep.Runnable, err = d.planDry(next, adapters, now)
+		rep.NewJobs, rep.Runnable, err = d.planDry(next, adapters, len(scanErrs) == 0, now)
 	} else {
 		var p trackPlan
 		err = d.store.Update(func(tx *state.Tx) error {
@@ -98,7 +98,7 @@ func (d *Daemon) pollTrack(ctx context.Context, name string) TrackReport {
 			if err != nil {
 				return err
 			}
-			p = planTrack(next, adapters, jobs, now)
+			p = planTrack(next, adapters, len(scanErrs) == 0, jobs, now)
 			return writePlan(tx, p)
 		})
 		if err == nil {
@@ -164,13 +164,13 @@ func (d *Daemon) logPlan(p trackPlan) []state.JobKey {
 }
 
 // planDry computes what planning would do, without writing.
-func (d *Daemon) planDry(ts state.TrackState, adapters []Adapter, now time.Time) (created, runnable []state.JobKey, err error) {
+func (d *Daemon) planDry(ts state.TrackState, adapters []Adapter, complete bool, now time.Time) (created, runnable []state.JobKey, err error) {
 	err = d.store.View(func(tx *state.Tx) error {
 		jobs, err := tx.Jobs(ts.Track)
 		if err != nil {
 			return err
 		}
-		p := planTrack(ts, adapters, jobs, now)
+		p := planTrack(ts, adapters, complete, jobs, now)
 		after := map[state.JobKey]state.Job{}
 		for _, j := range jobs {
 			after[j.Key] = j
@@ -193,9 +193,11 @@ func (d *Daemon) planDry(ts state.TrackState, adapters []Adapter, now time.Time)
 }
 
 // replan plans every track again from the recorded state, without asking
-// the Hub: after a reload or a drop-in change, and after a pass's polls.
-// Local adapters' revisions are read again (from disk, see revMemo); Hub
-// adapters' are the ones the last poll resolved.
+// the Hub: at startup, after a reload or a drop-in change, and after a
+// pass's polls. Local adapters' revisions are read again (from disk, see
+// revMemo); Hub adapters' are the ones the last poll resolved. The waiting
+// jobs of tracks and adapters no longer configured are orphaned, and those
+// configured again adopted.
 func (d *Daemon) replan() error {
 	if d.dryRun {
 		return nil
@@ -205,10 +207,13 @@ func (d *Daemon) replan() error {
 	type input struct {
 		tr       config.Track
 		adapters []Adapter
+		complete bool
 		revs     map[string]string
 	}
 	var inputs []input
+	configured := map[string]bool{}
 	for _, tr := range cfg.Tracks { // disk reads before the transaction
+		configured[tr.Name] = true
 		adapters, scanErrs := registeredAdapters(tr)
 		for _, e := range scanErrs {
 			d.log.Warn("drop-in scan", "track", tr.Name, "err", e)
@@ -217,19 +222,29 @@ func (d *Daemon) replan() error {
 		for _, e := range revErrs {
 			d.log.Warn("cannot read the adapter's revision", "track", tr.Name, "err", e)
 		}
-		inputs = append(inputs, input{tr, adapters, revs})
+		inputs = append(inputs, input{tr, adapters, len(scanErrs) == 0, revs})
 	}
 	var plans []trackPlan
 	err := d.store.Update(func(tx *state.Tx) error {
+		all, err := tx.Jobs("")
+		if err != nil {
+			return err
+		}
+		gone := trackPlan{Changed: orphanUnconfigured(all, configured, now)}
+		if err := writePlan(tx, gone); err != nil {
+			return err
+		}
+		plans = append(plans, gone)
 		for _, in := range inputs {
 			ts, ok, err := tx.Track(in.tr.Name)
 			if err != nil {
 				return err
 			}
 			if !ok || ts.BaseRepo != in.tr.Base.Repo || ts.BaseRevision != in.tr.Base.Revision {
-				continue // the next poll sets the baseline
-			}
-			if recordAdapterRevs(&ts, in.adapters, in.revs, now) {
+				// The next poll sets the baseline; until then only which
+				// adapters are registered is known.
+				ts = state.TrackState{Track: in.tr.Name}
+			} else if recordAdapterRevs(&ts, in.adapters, in.revs, now) {
 				if err := tx.PutTrack(ts); err != nil {
 					return err
 				}
@@ -238,7 +253,7 @@ func (d *Daemon) replan() error {
 			if err != nil {
 				return err
 			}
-			p := planTrack(ts, in.adapters, jobs, now)
+			p := planTrack(ts, in.adapters, in.complete, jobs, now)
 			if err := writePlan(tx, p); err != nil {
 				return err
 			}

@@ -27,10 +27,15 @@ func (p trackPlan) jobs() []state.Job {
 }
 
 // planTrack plans one configured track. ts is the track's recorded state
-// (the zero TrackState when its baseline is not set yet: then nothing is
-// created or superseded), adapters its registered adapters and jobs the
-// track's jobs.
+// (a TrackState with only Track set when its baseline is not set yet: then
+// nothing is created or superseded), adapters its registered adapters,
+// complete false when a drop-in dir could not be scanned (adapters may be
+// missing from the list, so none is taken for removed), jobs the track's
+// jobs.
 //
+//   - A waiting job (pending, failed) of an adapter no longer registered is
+//     orphaned; an orphaned job of a registered adapter returns to what it
+//     was.
 //   - A waiting job for an older commit of a base repo, or for an older
 //     revision of its adapter (ts.Adapters), is superseded: the newer one's
 //     job migrates instead.
@@ -40,8 +45,12 @@ func (p trackPlan) jobs() []state.Job {
 //     revision is not known (never resolved), any job for the adapter and
 //     base commit counts, and a new one pins the revision at its first
 //     attempt.
-func planTrack(ts state.TrackState, adapters []Adapter, jobs []state.Job, now time.Time) trackPlan {
+func planTrack(ts state.TrackState, adapters []Adapter, complete bool, jobs []state.Job, now time.Time) trackPlan {
 	var plan trackPlan
+	registered := map[string]bool{}
+	for _, a := range adapters {
+		registered[a.ID] = true
+	}
 	latest := map[string]string{}
 	for _, v := range ts.Latest() {
 		latest[v.Repo] = v.Commit
@@ -49,8 +58,20 @@ func planTrack(ts state.TrackState, adapters []Adapter, jobs []state.Job, now ti
 	cur := append([]state.Job(nil), jobs...)
 	for i := range cur {
 		j := &cur[i]
+		changed := false
+		switch {
+		case j.Status == state.Orphaned && registered[j.Key.Adapter]:
+			j.Adopt(now)
+			changed = true
+		case j.Waiting() && !registered[j.Key.Adapter] && complete:
+			j.Orphaned(fmt.Sprintf("adapter %s is no longer registered in track %s; the job waits until it is again", j.Key.Adapter, j.Key.Track), now)
+			changed = true
+		}
 		if why := supersededBy(*j, latest, ts.Adapters[j.Key.Adapter].Rev); why != "" && j.Waiting() {
 			j.Status, j.LastError, j.Finished, j.Updated = state.Superseded, why, now, now
+			changed = true
+		}
+		if changed {
 			plan.Changed = append(plan.Changed, *j)
 		}
 	}
@@ -126,4 +147,19 @@ func findKey(jobs []*state.Job, k state.JobKey) *state.Job {
 		}
 	}
 	return nil
+}
+
+// orphanUnconfigured orphans the waiting jobs of tracks that are no longer
+// configured (configured holds the track names). They return with the
+// track: planTrack adopts them.
+func orphanUnconfigured(jobs []state.Job, configured map[string]bool, now time.Time) []state.Job {
+	var out []state.Job
+	for _, j := range jobs {
+		if configured[j.Key.Track] || !j.Waiting() {
+			continue
+		}
+		j.Orphaned(fmt.Sprintf("track %s is no longer configured; the job waits until it is again", j.Key.Track), now)
+		out = append(out, j)
+	}
+	return out
 }

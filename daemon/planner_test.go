@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/lorasync/lorasync/daemon/state"
@@ -44,7 +45,7 @@ func TestPlanTrackAdapterRevisions(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := planTrack(ts(c.rev), []Adapter{a}, c.jobs, t0)
+			p := planTrack(ts(c.rev), []Adapter{a}, true, c.jobs, t0)
 			switch {
 			case c.created == "-" && len(p.Created) != 0:
 				t.Errorf("created %+v, want none", p.Created)
@@ -60,5 +61,39 @@ func TestPlanTrackAdapterRevisions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Orphaning follows the registered adapters, but not when a drop-in dir
+// could not be read (its adapters are missing from the list, not removed).
+func TestPlanTrackOrphans(t *testing.T) {
+	a := Adapter{ID: "hub:acme/a@main"}
+	gone := state.Job{Key: state.JobKey{Track: "t", Adapter: "path:/srv/dropin/x", BaseRepo: "org/base", BaseCommit: "c1"}, Status: state.Failed, LastError: "503"}
+	ts := state.TrackState{Track: "t"}
+	p := planTrack(ts, []Adapter{a}, true, []state.Job{gone}, t0)
+	if len(p.Changed) != 1 || p.Changed[0].Status != state.Orphaned || p.Changed[0].Orphan.Status != state.Failed {
+		t.Fatalf("complete scan: %+v", p.Changed)
+	}
+	if p := planTrack(ts, []Adapter{a}, false, []state.Job{gone}, t0); len(p.Changed) != 0 {
+		t.Errorf("incomplete scan orphaned %+v", p.Changed)
+	}
+	back := planTrack(ts, []Adapter{a, {ID: gone.Key.Adapter, Path: "/srv/dropin/x"}}, false, p.Changed, t0)
+	if len(back.Changed) != 1 || back.Changed[0].Status != state.Failed || back.Changed[0].LastError != "503" {
+		t.Errorf("adopted: %+v", back.Changed)
+	}
+	// Other statuses are left alone: a parked job needs a human anyway, a
+	// running one finishes, and finished ones are history.
+	for _, s := range []state.Status{state.Parked, state.Running, state.Done, state.Superseded} {
+		j := gone
+		j.Status = s
+		if p := planTrack(ts, []Adapter{a}, true, []state.Job{j}, t0); len(p.Changed) != 0 {
+			t.Errorf("%s job changed: %+v", s, p.Changed)
+		}
+	}
+	if got := orphanUnconfigured([]state.Job{gone}, map[string]bool{"u": true}, t0); len(got) != 1 || !strings.Contains(got[0].LastError, "track t") {
+		t.Errorf("removed track: %+v", got)
+	}
+	if got := orphanUnconfigured([]state.Job{gone}, map[string]bool{"t": true}, t0); len(got) != 0 {
+		t.Errorf("configured track orphaned: %+v", got)
 	}
 }
