@@ -27,6 +27,9 @@
 //   - provenance.go: lorasync.json + model card; before every push the
 //     target is searched for a provenance record of the same migration, so
 //     a crash between push and record never causes a second push.
+//   - privacy.go: nothing pushed names a local directory (a local adapter
+//     is published as "local:<name>" and its content hash), checked once
+//     more on the files and commit text before every push.
 //   - reload.go: one reloadConfig, triggered by SIGHUP and by fsnotify on
 //     the config file's directory; drop-in directories are watched too.
 //   - observe.go: slog setup (JSON under systemd), Prometheus metrics on an

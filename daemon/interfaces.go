@@ -95,6 +95,8 @@ type ConvertRequest struct {
 	// Where the other inputs came from, for the converter's provenance.
 	OldBaseRepo   string
 	OldBaseCommit string
+	// AdapterID is Adapter.PublicID (never a local path: the converter's
+	// record and card are pushed).
 	AdapterID     string
 	AdapterCommit string
 	Options       config.ConvertConfig

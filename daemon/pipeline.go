@@ -60,7 +60,7 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 
 	// A cheap early reconcile: if an earlier (crashed) attempt already
 	// pushed, there is nothing to download or convert.
-	if found, _, err := reconcile(ctx, d.hub, tg, job); err != nil {
+	if found, _, err := reconcile(ctx, d.hub, tg, ad, job); err != nil {
 		return job, err
 	} else if found != nil {
 		return d.reconciled(job, tg, found), nil
@@ -100,7 +100,7 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 		CacheDir:    filepath.Join(cfg.CacheDir, "convert"),
 		NewBaseRepo: job.Key.BaseRepo, NewBaseCommit: job.Key.BaseCommit,
 		OldBaseRepo: job.OldBaseRepo, OldBaseCommit: job.OldBaseCommit,
-		AdapterID: ad.ID, AdapterCommit: job.AdapterCommit,
+		AdapterID: ad.PublicID(), AdapterCommit: job.AdapterCommit,
 		Options: tr.Convert,
 	}
 	unlock, err := d.pairs.lock(ctx, job.OldBaseRepo+"@"+job.OldBaseCommit+" -> "+job.Key.BaseRepo+"@"+job.Key.BaseCommit)
@@ -121,6 +121,13 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	if err := writeProvenance(out, newProvenance(job, ad, tr.Convert, res, d.clock.Now())); err != nil {
 		return job, err
 	}
+	title := fmt.Sprintf("lorasync: migrate %s to %s", ad.Name(), job.Key.BaseRepo)
+	message := fmt.Sprintf("Migrated %s at revision %s from %s@%s to %s@%s with LoRASuite.\n\n%s",
+		ad.PublicID(), job.AdapterCommit, job.OldBaseRepo, job.OldBaseCommit, job.Key.BaseRepo, job.Key.BaseCommit, res.Summary)
+	if err := checkNoLocalPaths(out, []string{title, message}, ad.Path, adapterDir, oldDir, newDir,
+		cfg.CacheDir, cfg.StateDir, tr.Convert.Calibration, tr.Convert.SimilarityFile); err != nil {
+		return job, err
+	}
 
 	// push, after a last supersede check and reconcile against the head we
 	// build on, all under the target's lock.
@@ -135,7 +142,7 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	if err := d.checkSuperseded(job); err != nil {
 		return job, err
 	}
-	found, parent, err := reconcile(ctx, d.hub, tg, job)
+	found, parent, err := reconcile(ctx, d.hub, tg, ad, job)
 	if err != nil {
 		return job, err
 	}
@@ -144,10 +151,7 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	}
 	pushed, err := d.hub.Upload(ctx, Upload{
 		Repo: tg.Repo, Revision: tg.Revision, Dir: out, ParentCommit: parent,
-		CreatePR: tg.CreatePR, Private: tg.Private,
-		Summary: fmt.Sprintf("lorasync: migrate %s to %s", ad.Name(), job.Key.BaseRepo),
-		Message: fmt.Sprintf("Migrated %s (%s) from %s@%s to %s@%s with LoRASuite.\n\n%s",
-			ad.ID, job.AdapterCommit, job.OldBaseRepo, job.OldBaseCommit, job.Key.BaseRepo, job.Key.BaseCommit, res.Summary),
+		CreatePR: tg.CreatePR, Private: tg.Private, Summary: title, Message: message,
 	})
 	if err != nil {
 		return job, fmt.Errorf("push to %s: %w", tg, err)

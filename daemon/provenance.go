@@ -22,8 +22,9 @@ import (
 // push already happened.
 const ProvenanceFile = "lorasync.json"
 
-// provenanceFormat versions the file's schema.
-const provenanceFormat = 1
+// provenanceFormat versions the file's schema. 2: a local adapter is
+// named by Adapter.PublicID, not its path, and adapter.path is gone.
+const provenanceFormat = 2
 
 // RepoCommit names a repo at a commit.
 type RepoCommit struct {
@@ -33,10 +34,11 @@ type RepoCommit struct {
 
 // ProvenanceAdapter names the source adapter.
 type ProvenanceAdapter struct {
+	// ID is Adapter.PublicID: "hub:owner/name@revision", or
+	// "local:<directory name>" for a local adapter (never its path).
 	ID       string `json:"id"`
 	Repo     string `json:"repo,omitempty"`
 	Revision string `json:"revision,omitempty"`
-	Path     string `json:"path,omitempty"`
 	// Commit is the Hub commit, or "sha256:..." of a local adapter's files.
 	Commit string `json:"commit"`
 }
@@ -63,11 +65,11 @@ func newProvenance(job state.Job, ad Adapter, opts config.ConvertConfig, res Con
 		Tool:    "lorasync",
 		Format:  provenanceFormat,
 		Track:   job.Key.Track,
-		Adapter: ProvenanceAdapter{ID: ad.ID, Repo: ad.Repo, Revision: ad.Revision, Path: ad.Path, Commit: job.AdapterCommit},
+		Adapter: ProvenanceAdapter{ID: ad.PublicID(), Repo: ad.Repo, Revision: ad.Revision, Commit: job.AdapterCommit},
 		OldBase: RepoCommit{Repo: job.OldBaseRepo, Commit: job.OldBaseCommit},
 		NewBase: RepoCommit{Repo: job.Key.BaseRepo, Commit: job.Key.BaseCommit},
 		Method:  "LoRASuite",
-		Options: opts,
+		Options: publicOptions(opts),
 		Summary: res.Summary,
 		Metrics: res.Metrics,
 		Created: now.UTC(),
@@ -75,10 +77,11 @@ func newProvenance(job state.Job, ad Adapter, opts config.ConvertConfig, res Con
 }
 
 // sameMigration reports whether p records the migration of the same source
-// adapter revision to the same new base commit as job.
-func sameMigration(p Provenance, job state.Job) bool {
+// adapter revision to the same new base commit as job. Records pushed before
+// local adapters were published by PublicID name them by job.Key.Adapter.
+func sameMigration(p Provenance, ad Adapter, job state.Job) bool {
 	return p.Tool == "lorasync" &&
-		p.Adapter.ID == job.Key.Adapter && p.Adapter.Commit == job.AdapterCommit &&
+		(p.Adapter.ID == ad.PublicID() || p.Adapter.ID == job.Key.Adapter) && p.Adapter.Commit == job.AdapterCommit &&
 		p.NewBase.Repo == job.Key.BaseRepo && p.NewBase.Commit == job.Key.BaseCommit
 }
 
@@ -148,14 +151,14 @@ type existing struct {
 // reconcile looks on the target for a provenance file naming job's
 // migration. It returns the earlier push if there is one; otherwise the
 // head the push must build on ("" when the branch does not exist yet).
-func reconcile(ctx context.Context, hub Hub, tg target, job state.Job) (found *existing, parent string, err error) {
+func reconcile(ctx context.Context, hub Hub, tg target, ad Adapter, job state.Job) (found *existing, parent string, err error) {
 	if tg.CreatePR {
 		refs, err := hub.PullRequests(ctx, tg.Repo)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, "", fmt.Errorf("list pull requests of %s: %w", tg.Repo, err)
 		}
 		for _, ref := range refs {
-			ok, commit, err := provenanceAt(ctx, hub, tg.Repo, ref, job)
+			ok, commit, err := provenanceAt(ctx, hub, tg.Repo, ref, ad, job)
 			if err != nil {
 				return nil, "", err
 			}
@@ -165,7 +168,7 @@ func reconcile(ctx context.Context, hub Hub, tg target, job state.Job) (found *e
 		}
 		return nil, "", nil
 	}
-	ok, head, err := provenanceAt(ctx, hub, tg.Repo, tg.Revision, job)
+	ok, head, err := provenanceAt(ctx, hub, tg.Repo, tg.Revision, ad, job)
 	switch {
 	case err != nil:
 		return nil, "", err
@@ -179,7 +182,7 @@ func reconcile(ctx context.Context, hub Hub, tg target, job state.Job) (found *e
 // provenanceAt reads lorasync.json at repo@rev. It returns whether it
 // names job's migration and the commit rev resolved to ("" when repo or
 // rev does not exist).
-func provenanceAt(ctx context.Context, hub Hub, repo, rev string, job state.Job) (bool, string, error) {
+func provenanceAt(ctx context.Context, hub Hub, repo, rev string, ad Adapter, job state.Job) (bool, string, error) {
 	head, err := hub.Head(ctx, repo, rev)
 	if errors.Is(err, ErrNotFound) {
 		return false, "", nil
@@ -199,19 +202,21 @@ func provenanceAt(ctx context.Context, hub Hub, repo, rev string, job state.Job)
 		// Someone else's file of that name: not ours, so not a match.
 		return false, head, nil
 	}
-	return sameMigration(p, job), head, nil
+	return sameMigration(p, ad, job), head, nil
 }
 
 // writeProvenance writes lorasync.json into dir, and a model card
 // (README.md) unless the converter already wrote one. A lorasync.json the
-// converter wrote is kept inside the daemon's, under "convert".
+// converter wrote is kept inside the daemon's, under "convert", without its
+// local directories (publicConvertRecord).
 func writeProvenance(dir string, p Provenance) error {
 	pf := filepath.Join(dir, ProvenanceFile)
 	if prev, err := os.ReadFile(pf); err == nil {
-		if !json.Valid(prev) {
-			return fmt.Errorf("provenance: the converter's %s is not JSON", pf)
+		rec, err := publicConvertRecord(prev)
+		if err != nil {
+			return fmt.Errorf("provenance: the converter's %s: %w", pf, err)
 		}
-		p.Convert = json.RawMessage(bytes.TrimSpace(prev))
+		p.Convert = json.RawMessage(rec)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("provenance: %w", err)
 	}
