@@ -61,8 +61,9 @@ type Metrics struct {
 	JobDuration *prometheus.HistogramVec
 	// DownloadedBytes counts bytes fetched from the Hub (cache hits are 0).
 	DownloadedBytes prometheus.Counter
-	// Pushes counts results recorded, by kind: pushed, or reconciled (found
-	// on the Hub from an earlier attempt).
+	// Pushes counts results recorded, by kind: pushed, reconciled (found
+	// on the Hub from an earlier attempt), or unchanged (a new adapter
+	// revision with the files already migrated: nothing pushed).
 	Pushes *prometheus.CounterVec
 	// LastSuccessfulPoll is the Unix time of each track's last good poll.
 	LastSuccessfulPoll *prometheus.GaugeVec
@@ -114,7 +115,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, s := range state.Statuses {
 		m.Jobs.WithLabelValues(string(s))
 	}
-	for _, k := range []string{"pushed", "reconciled"} {
+	for _, k := range []string{"pushed", "reconciled", "unchanged"} {
 		m.Pushes.WithLabelValues(k)
 	}
 	return m, nil

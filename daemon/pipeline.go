@@ -66,9 +66,28 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 		return d.reconciled(job, tg, found), nil
 	}
 
-	// download
+	// download: the adapter first, which is small, and may turn out to hold
+	// the files already migrated to this base (a new commit that only
+	// touched its model card): then there is nothing to migrate or push.
 	if err := checkFreeDisk(cfg.CacheDir, int64(cfg.MinFreeDisk)); err != nil {
 		return job, err
+	}
+	adapterDir := ad.Path
+	if !ad.Local() {
+		var err error
+		if adapterDir, err = d.snapshot(ctx, ad.Repo, job.AdapterCommit, "adapter"); err != nil {
+			return job, err
+		}
+	}
+	content, err := peftContent(adapterDir)
+	if err != nil {
+		return job, permanentf("adapter %s: %w", ad.ID, err)
+	}
+	job.AdapterContent = content
+	if prev, err := d.sameContentDone(job, tg); err != nil {
+		return job, err
+	} else if prev != nil {
+		return d.unchanged(job, *prev), nil
 	}
 	oldDir, err := d.snapshot(ctx, job.OldBaseRepo, job.OldBaseCommit, "old base")
 	if err != nil {
@@ -77,12 +96,6 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	newDir, err := d.snapshot(ctx, job.Key.BaseRepo, job.Key.BaseCommit, "new base")
 	if err != nil {
 		return job, err
-	}
-	adapterDir := ad.Path
-	if !ad.Local() {
-		if adapterDir, err = d.snapshot(ctx, ad.Repo, job.AdapterCommit, "adapter"); err != nil {
-			return job, err
-		}
 	}
 
 	// pair analysis + migrate

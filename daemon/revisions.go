@@ -208,3 +208,65 @@ func hashDir(dir string) (string, error) {
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
+
+// peftContent names what the converter reads of an adapter: "sha256:" over
+// the names, sizes and bytes of adapter_config.json and
+// adapter_model.safetensors. Two revisions with the same content migrate to
+// the same result, whatever else (a model card) changed between them.
+func peftContent(dir string) (string, error) {
+	h := sha256.New()
+	for _, name := range []string{adapterConfigFile, adapterWeightsFile} {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return "", err
+		}
+		fi, err := f.Stat()
+		if err == nil {
+			fmt.Fprintf(h, "%s\x00%d\x00", name, fi.Size())
+			_, err = io.Copy(h, f)
+		}
+		f.Close()
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
+		}
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// sameContentDone returns the job whose push the target holds for job's
+// adapter and base commit (the last one done to that target) when it
+// migrated the same adapter files (Job.AdapterContent) as job: then job
+// has nothing to add.
+func (d *Daemon) sameContentDone(job state.Job, tg target) (*state.Job, error) {
+	var last *state.Job
+	err := d.store.View(func(tx *state.Tx) error {
+		jobs, err := tx.Jobs(job.Key.Track)
+		for i, j := range jobs {
+			k := j.Key
+			if j.Status != state.Done || k == job.Key || k.Adapter != job.Key.Adapter || k.BaseRepo != job.Key.BaseRepo ||
+				k.BaseCommit != job.Key.BaseCommit || j.OutputRepo != tg.Repo || j.OutputRevision != tg.Revision {
+				continue
+			}
+			if last == nil || j.Finished.After(last.Finished) {
+				last = &jobs[i]
+			}
+		}
+		return err
+	})
+	if err != nil || last == nil || last.AdapterContent == "" || last.AdapterContent != job.AdapterContent {
+		return nil, err
+	}
+	return last, nil
+}
+
+// unchanged records job as done by prev's push: the adapter's files are the
+// ones prev migrated.
+func (d *Daemon) unchanged(job, prev state.Job) state.Job {
+	d.log.Info("the adapter's files are unchanged since an earlier migration to this base; nothing to push",
+		"job", job.Key.String(), "same_as", prev.Key.String(), "target", prev.OutputRepo+"@"+prev.OutputRevision)
+	d.metrics.Pushes.WithLabelValues("unchanged").Inc()
+	job.OutputRepo, job.OutputRevision, job.OutputCommit, job.PullRequest = prev.OutputRepo, prev.OutputRevision, prev.OutputCommit, prev.PullRequest
+	job.Reconciled = false
+	job.Summary = fmt.Sprintf("adapter files unchanged since revision %s; its migration (%s) stands, nothing pushed", short(prev.AdapterRevision()), short(prev.OutputCommit))
+	return job
+}

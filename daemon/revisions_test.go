@@ -130,6 +130,47 @@ tracks:
 	}
 }
 
+// A new commit that leaves the adapter's files as they were (a model card
+// edit) makes a job that neither converts nor pushes; the next real change
+// does both.
+func TestHubAdapterCommitWithSameFilesPushesNothing(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h.runOnce()
+	first := h.job("acme/math")
+	if first.Status != state.Done || first.AdapterContent == "" || h.hub.uploadCount() != 1 {
+		t.Fatalf("first migration: %+v", first)
+	}
+	convs, baseSnaps := h.conv.count(), h.hub.count("Snapshot")
+
+	card := h.hub.commit("acme/math", "main", map[string][]byte{"README.md": []byte("# math, now with a card")})
+	h.clock.Advance(time.Hour)
+	h.runOnce()
+	jobs := h.jobsFor("acme/math")
+	if len(jobs) != 2 {
+		t.Fatalf("jobs %+v", jobs)
+	}
+	j := jobs[1]
+	if j.Status != state.Done || j.Key.AdapterRev != card || j.AdapterContent != first.AdapterContent ||
+		j.OutputCommit != first.OutputCommit || !strings.Contains(j.Summary, "unchanged") {
+		t.Fatalf("card-only commit: %+v", j)
+	}
+	if h.conv.count() != convs || h.hub.uploadCount() != 1 || h.hub.count("Snapshot") != baseSnaps+1 {
+		t.Errorf("card-only commit: %d conversions, %d uploads, %d snapshots (want 0, 1, only the adapter's)",
+			h.conv.count()-convs, h.hub.uploadCount(), h.hub.count("Snapshot")-baseSnaps)
+	}
+
+	h.hub.commit("acme/math", "main", adapterFiles(4))
+	h.clock.Advance(time.Hour)
+	h.runOnce()
+	if n := len(h.jobsFor("acme/math")); n != 3 || h.conv.count() != convs+1 || h.hub.uploadCount() != 2 {
+		t.Errorf("real change: %d jobs, %d conversions, %d uploads; want 3, 1, 2", n, h.conv.count()-convs, h.hub.uploadCount())
+	}
+}
+
 // A job waiting for a retry is superseded when the adapter gets a newer
 // commit: only the newer adapter's migration is pushed.
 func TestWaitingJobSupersededByNewAdapterRevision(t *testing.T) {

@@ -133,6 +133,10 @@ type Job struct {
 	// key has one; otherwise fixed at the first attempt (Hub) or hashed at
 	// every attempt (local).
 	AdapterCommit string `json:"adapter_commit,omitempty"`
+	// AdapterContent is "sha256:" of the adapter files the converter read
+	// (adapter_config.json, adapter_model.safetensors): a later revision
+	// with the same content has nothing new to migrate.
+	AdapterContent string `json:"adapter_content,omitempty"`
 
 	OutputRepo     string `json:"output_repo,omitempty"`
 	OutputRevision string `json:"output_revision,omitempty"`
