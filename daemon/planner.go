@@ -40,10 +40,11 @@ func (p trackPlan) jobs() []state.Job {
 //     revision of its adapter (ts.Adapters), is superseded: the newer one's
 //     job migrates instead.
 //   - Every registered adapter, at its current revision, gets a job for the
-//     latest version of every repo the track moved to, unless one exists
-//     (in any status: the same migration never runs twice). When the
-//     revision is not known (never resolved), any job for the adapter and
-//     base commit counts, and a new one pins the revision at its first
+//     latest version of every repo the track moved to, unless one covers it
+//     (see coverage: the same migration never runs twice, unless the
+//     adapter went back to a revision whose push was since replaced). When
+//     the revision is not known (never resolved), any job for the adapter
+//     and base commit counts, and a new one pins the revision at its first
 //     attempt.
 func planTrack(ts state.TrackState, adapters []Adapter, complete bool, jobs []state.Job, now time.Time) trackPlan {
 	var plan trackPlan
@@ -88,20 +89,19 @@ func planTrack(ts state.TrackState, adapters []Adapter, complete bool, jobs []st
 					same = append(same, &cur[i])
 				}
 			}
-			if covered(same, rev) {
-				continue
+			covered, again := coverage(same, rev)
+			switch {
+			case covered:
+			case again != nil:
+				again.Status, again.Attempts, again.NextAttempt, again.Finished, again.Updated = state.Pending, 0, time.Time{}, time.Time{}, now
+				again.OutputCommit, again.PullRequest, again.Reconciled, again.Summary = "", "", false, ""
+				again.LastError = "planned again: the adapter is back at revision " + short(rev)
+				plan.Changed = append(plan.Changed, *again)
+			default:
+				k := state.JobKey{Track: ts.Track, Adapter: a.ID, AdapterRev: rev, BaseRepo: v.Repo, BaseCommit: v.Commit}
+				plan.Created = append(plan.Created, state.Job{Key: k, Status: state.Pending,
+					OldBaseRepo: ts.BaseRepo, OldBaseCommit: ts.BaselineCommit, Created: now, Updated: now})
 			}
-			k := state.JobKey{Track: ts.Track, Adapter: a.ID, AdapterRev: rev, BaseRepo: v.Repo, BaseCommit: v.Commit}
-			if old := findKey(same, k); old != nil {
-				// Superseded before it pushed, and current again (the adapter
-				// went back to this revision): it runs after all.
-				old.Status, old.Attempts, old.NextAttempt, old.Finished, old.Updated = state.Pending, 0, time.Time{}, time.Time{}, now
-				old.LastError = "planned again: adapter revision " + short(rev) + " is current again"
-				plan.Changed = append(plan.Changed, *old)
-				continue
-			}
-			plan.Created = append(plan.Created, state.Job{Key: k, Status: state.Pending,
-				OldBaseRepo: ts.BaseRepo, OldBaseCommit: ts.BaselineCommit, Created: now, Updated: now})
 		}
 	}
 	return plan
@@ -121,32 +121,36 @@ func supersededBy(j state.Job, latest map[string]string, adapterRev string) stri
 	return ""
 }
 
-// covered reports whether the jobs for one adapter and base commit already
-// migrate revision rev ("" when not known: then any job does).
-func covered(jobs []*state.Job, rev string) bool {
+// coverage decides for the jobs of one adapter and base commit whether
+// revision rev ("" when not known: then any job does) is covered: a job
+// migrates it, will (it waits, runs, or pins the revision when it runs), or
+// needs a human first (parked). Otherwise again is rev's existing job that
+// must run once more, if there is one: superseded before it pushed, or done
+// while a later revision's push has replaced it on the target (the adapter
+// went back to rev).
+func coverage(jobs []*state.Job, rev string) (covered bool, again *state.Job) {
 	if rev == "" {
-		return len(jobs) > 0
+		return len(jobs) > 0, nil
+	}
+	var last *state.Job // the last one done: its push is what the target holds
+	for _, j := range jobs {
+		if j.Status == state.Done && (last == nil || j.Finished.After(last.Finished)) {
+			last = j
+		}
 	}
 	for _, j := range jobs {
-		if j.Status == state.Superseded {
-			continue
-		}
-		// A job without a revision yet pins the current one when it runs (a
-		// parked one, when an operator requeues it).
-		if have := j.AdapterRevision(); have == rev || have == "" {
-			return true
-		}
-	}
-	return false
-}
-
-func findKey(jobs []*state.Job, k state.JobKey) *state.Job {
-	for _, j := range jobs {
-		if j.Key == k {
-			return j
+		have := j.AdapterRevision()
+		switch {
+		case have == "" && j.Status != state.Superseded:
+			return true, nil // it pins the current revision when it runs
+		case have != rev:
+		case j.Status == state.Superseded, j.Status == state.Done && j != last:
+			again = j
+		default:
+			return true, nil
 		}
 	}
-	return nil
+	return false, again
 }
 
 // orphanUnconfigured orphans the waiting jobs of tracks that are no longer

@@ -3,6 +3,7 @@ package daemon
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lorasync/lorasync/daemon/state"
 )
@@ -42,9 +43,18 @@ func TestPlanTrackAdapterRevisions(t *testing.T) {
 		{"running job left to the pre-push check", "r2", []state.Job{job("r1", "r1", state.Running)}, "r2", nil},
 		{"back to a superseded revision: planned again", "r1",
 			[]state.Job{job("r1", "r1", state.Superseded), job("r2", "r2", state.Done)}, "-", map[string]state.Status{"r1": state.Pending}},
+		{"back to a revision done before another: planned again", "r1",
+			[]state.Job{job("r1", "r1", state.Done), job("r2", "r2", state.Done)}, "-", map[string]state.Status{"r1": state.Pending}},
+		{"the revision done last: nothing", "r2",
+			[]state.Job{job("r1", "r1", state.Done), job("r2", "r2", state.Done)}, "-", nil},
+		{"back to a revision whose job waits: nothing", "r1",
+			[]state.Job{job("r1", "r1", state.Failed), job("r2", "r2", state.Done)}, "-", nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			for i := range c.jobs { // finished in list order
+				c.jobs[i].Finished = t0.Add(time.Duration(i) * time.Minute)
+			}
 			p := planTrack(ts(c.rev), []Adapter{a}, true, c.jobs, t0)
 			switch {
 			case c.created == "-" && len(p.Created) != 0:

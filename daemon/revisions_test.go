@@ -76,6 +76,20 @@ func TestHubAdapterNewCommitMigratedAgain(t *testing.T) {
 	if len(h.jobsFor("acme/math")) != 2 || h.conv.count() != convs || h.hub.uploadCount() != 2 {
 		t.Errorf("a pass with nothing new did work: jobs %d, conversions %d, uploads %d", len(h.jobsFor("acme/math")), h.conv.count()-convs, h.hub.uploadCount())
 	}
+
+	// The team resets the branch to the first commit: its migration goes
+	// back on the target (its job runs once more), and only once.
+	h.hub.mu.Lock()
+	h.hub.repos["acme/math"].branches["main"] = a1
+	h.hub.mu.Unlock()
+	h.clock.Advance(time.Hour)
+	h.runOnce()
+	h.clock.Advance(time.Hour)
+	h.runOnce()
+	prov, _ = h.hub.file("acme/math-base", "main", ProvenanceFile)
+	if p := readProvenance(t, prov); p.Adapter.Commit != a1 || h.hub.uploadCount() != 3 || len(h.jobsFor("acme/math")) != 2 {
+		t.Errorf("after the reset: target holds adapter %s, %d uploads, %d jobs; want %s, 3, 2", p.Adapter.Commit, h.hub.uploadCount(), len(h.jobsFor("acme/math")), a1)
+	}
 }
 
 func TestLocalAdapterContentChangeMigratedAgain(t *testing.T) {
