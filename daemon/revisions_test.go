@@ -339,3 +339,40 @@ tracks:
 		t.Errorf("pushed %s, want the new content (r=4)", ac)
 	}
 }
+
+// A new adapter commit recorded while a job converts stops that job before
+// its push: an older adapter's migration never lands on a newer one's.
+func TestRunningJobSupersededByNewAdapterRevision(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	a1 := h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	h.hub.commit("org/base", "main", baseFiles("v1"))
+	d := h.daemon(false)
+	var a2 string
+	h.conv.onConvert = func(req ConvertRequest) {
+		if req.AdapterCommit != a1 || a2 != "" {
+			return
+		}
+		a2 = h.hub.commit("acme/math", "main", adapterFiles(4))
+		if rep := d.pollTrack(context.Background(), "t"); len(rep.NewJobs) != 1 {
+			t.Errorf("poll during the conversion: %+v", rep)
+		}
+	}
+	if _, err := d.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	byRev := map[string]state.Job{}
+	for _, j := range h.jobsFor("acme/math") {
+		byRev[j.Key.AdapterRev] = j
+	}
+	if j := byRev[a1]; j.Status != state.Superseded || !strings.Contains(j.LastError, "adapter revision "+a2[:12]) {
+		t.Errorf("job for %s = %+v", a1, j)
+	}
+	if j := byRev[a2]; j.Status != state.Done {
+		t.Errorf("job for %s = %+v", a2, j)
+	}
+	if n := h.hub.uploadCount(); n != 1 || !strings.Contains(h.hub.uploads[0].Message, a2) {
+		t.Errorf("%d uploads; want exactly the migration of %s", n, a2)
+	}
+}
