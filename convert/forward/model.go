@@ -142,6 +142,7 @@ func (m *Model) Walk(ctx context.Context, seqs [][]int, opts Options, visit Visi
 	if err := report(Embeddings, h, c.Hidden); err != nil {
 		return err
 	}
+	sc := &scratch{}
 	for l := 0; l < c.Layers; l++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -156,7 +157,7 @@ func (m *Model) Walk(ctx context.Context, seqs [][]int, opts Options, visit Visi
 				rows += len(h[hi]) / c.Hidden
 				hi++
 			}
-			copy(h[lo:hi], m.layer(w, h[lo:hi], rope))
+			copy(h[lo:hi], m.layer(w, h[lo:hi], rope, sc))
 			lo = hi
 		}
 		if err := report(LayerName(l), h, c.Hidden); err != nil {

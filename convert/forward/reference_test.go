@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/lorasync/lorasync/convert/arch"
@@ -305,5 +307,62 @@ func TestAgainstNaiveReference(t *testing.T) {
 				t.Errorf("compared %d stages, want %d", stages, m.Config().Layers+3)
 			}
 		})
+	}
+}
+
+// TestBatchMatchesSingleSequences runs a batch big enough for the parallel
+// paths (rows split over goroutines for RMSNorm and SwiGLU, sequences over
+// goroutines for attention under single-threaded BLAS, and more rows than
+// one layer call takes) and checks every sequence against a Walk of that
+// sequence alone, which stays on the serial paths TestAgainstNaiveReference
+// checks against the naive reference.
+func TestBatchMatchesSingleSequences(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4)) // goroutines even on one core
+	dir := writeModel(t, refConfigs["qwen3"], safetensors.BF16, 5)
+	m, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	seqs := make([][]int, 60)
+	rows := 0
+	for k := range seqs {
+		seqs[k] = make([]int, 20+rng.IntN(60))
+		for i := range seqs[k] {
+			seqs[k][i] = rng.IntN(m.Config().Vocab)
+		}
+		rows += len(seqs[k])
+	}
+	if qOut, _ := m.Config().Shape(arch.Q); rows <= batchRows || rows*qOut < 2*minParallelElems {
+		t.Fatalf("batch of %d rows is too small to reach the parallel paths", rows)
+	}
+	batch := map[string][][]float32{}
+	err = m.Walk(context.Background(), seqs, Options{}, func(stage string, st [][]float32) error {
+		for _, s := range st {
+			batch[stage] = append(batch[stage], slices.Clone(s))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tol = 1e-5 // float32 rounding: BLAS may block a 1-row and a 2048-row product differently
+	for _, k := range []int{0, 1, 29, 58, 59} {
+		err := m.Walk(context.Background(), [][]int{seqs[k]}, Options{}, func(stage string, st [][]float32) error {
+			want := batch[stage][k]
+			var diff, scale float64
+			for i, v := range st[0] {
+				diff = math.Max(diff, math.Abs(float64(v-want[i])))
+				scale = math.Max(scale, math.Abs(float64(v)))
+			}
+			if !(diff <= tol*scale) {
+				return fmt.Errorf("sequence %d, %s: batched and alone differ by %.2e (scale %.2e)", k, stage, diff, scale)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
