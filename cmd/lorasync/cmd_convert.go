@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/lorasync/lorasync/convert"
+	"github.com/lorasync/lorasync/convert/linalg"
 	"github.com/lorasync/lorasync/convert/lorasuite"
 )
 
@@ -60,6 +61,16 @@ func init() {
 	rootCmd.AddCommand(convertCmd)
 }
 
+// logLinalg records the linear-algebra backend and kernels (they set the
+// speed of a conversion) and warns when OPENBLAS_CORETYPE holds OpenBLAS
+// below what the CPU can do.
+func logLinalg(log *slog.Logger) {
+	log.Info("linear algebra", "backend", linalg.Backend(), "kernel", linalg.Kernel(), "threads", linalg.Threads())
+	if advice := linalg.KernelAdvice(); advice != "" {
+		log.Warn(advice)
+	}
+}
+
 // defaultCacheDir is $XDG_CACHE_HOME/lorasync (or ~/.cache/lorasync).
 func defaultCacheDir() string {
 	if d, err := os.UserCacheDir(); err == nil {
@@ -79,6 +90,7 @@ func runConvert(cmd *cobra.Command, _ []string) error {
 		NewBaseName: get("new-name"), NewBaseRevision: get("new-revision"), CacheDir: get("cache-dir"),
 		Logger: slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
+	logLinalg(o.Logger)
 	var bar *progressbar.ProgressBar
 	if isTerminal(cmd.ErrOrStderr()) {
 		o.Progress = func(stage string, done, total int) {

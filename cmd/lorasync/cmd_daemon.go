@@ -221,6 +221,7 @@ func setupDaemon(cmd *cobra.Command, dryRun bool) (*daemon.Daemon, *config.Confi
 		return nil, nil, err
 	}
 	log.Info("hub token", "source", string(src)) // the source, never the token
+	logLinalg(log)
 	hub, conv, err := newBackends(cmd.Context(), cfg, token, log)
 	if err != nil {
 		return nil, nil, err

@@ -104,7 +104,7 @@ func fixture(b *testing.B, p Pair) *Fixture {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%s, backend %s", p.Describe(), linalg.Backend())
+	b.Logf("%s, backend %s, kernel %s", p.Describe(), linalg.Backend(), linalg.Kernel())
 	return f
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lorasync/lorasync/convert/arch"
 	"github.com/lorasync/lorasync/convert/forward"
+	"github.com/lorasync/lorasync/convert/linalg"
 	"github.com/lorasync/lorasync/convert/safetensors"
 )
 
@@ -129,6 +130,7 @@ func BenchmarkSimilarityQwen15To25(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Logf("backend %s, kernel %s, %d BLAS threads", linalg.Backend(), linalg.Kernel(), linalg.Threads())
 	rng := rand.New(rand.NewPCG(11, 12))
 	seqs := randSeqs(rng, lines, 151936, 128, 128)
 	for _, pool := range []Pooling{PoolTokens, PoolMean} {

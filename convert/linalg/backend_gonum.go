@@ -15,6 +15,10 @@ const backendName = "gonum"
 // Dgemm splits large products over goroutines on its own).
 func blasThreads() int { return 1 }
 
+// kernelName is "go": gonum's native kernels are pure Go (its assembly
+// covers a few level-1 routines, and is not picked per CPU).
+func kernelName() string { return "go" }
+
 // setBLASThreads is a no-op in the pure-Go build.
 func setBLASThreads(int) {}
 

@@ -7,6 +7,7 @@ package linalg
 // From OpenBLAS's cblas.h, declared here so that no header path is needed.
 int openblas_get_num_threads(void);
 void openblas_set_num_threads(int num_threads);
+char *openblas_get_corename(void);
 */
 import "C"
 
@@ -32,6 +33,11 @@ func init() {
 
 // blasThreads returns OpenBLAS's current thread count.
 func blasThreads() int { return int(C.openblas_get_num_threads()) }
+
+// kernelName is the OpenBLAS kernel family in use ("Haswell", "Cooperlake",
+// ...): OpenBLAS picks it from the CPU at load time unless the environment
+// variable OPENBLAS_CORETYPE names one.
+func kernelName() string { return C.GoString(C.openblas_get_corename()) }
 
 // setBLASThreads sets OpenBLAS's thread count for all later calls from every
 // thread (the Debian 0.3.21 library has no per-caller setting).
