@@ -261,6 +261,9 @@ func printReport(w io.Writer, rep *daemon.Report) {
 		if t.Error != "" {
 			fmt.Fprintf(w, "  poll failed: %s\n", t.Error)
 		}
+		for _, warn := range t.Warnings {
+			fmt.Fprintf(w, "  warning: %s\n", warn)
+		}
 		for _, v := range t.NewVersions {
 			fmt.Fprintf(w, "  new version: %s@%s (%s)\n", v.Repo, short(v.Commit), v.Why)
 		}
@@ -299,6 +302,8 @@ func jobOutcome(j state.Job) string {
 		return fmt.Sprintf("parked after %d attempts: %s", j.Attempts, j.LastError)
 	case state.Superseded:
 		return j.LastError
+	case state.Orphaned:
+		return "orphaned: " + j.LastError
 	}
 	return string(j.Status)
 }
@@ -377,8 +382,8 @@ func printStatus(w io.Writer, snap *state.Snapshot) {
 		}
 	}
 	c := snap.Counts
-	fmt.Fprintf(w, "jobs: %d running, %d pending, %d failed, %d parked, %d done, %d superseded\n",
-		c[state.Running], c[state.Pending], c[state.Failed], c[state.Parked], c[state.Done], c[state.Superseded])
+	fmt.Fprintf(w, "jobs: %d running, %d pending, %d failed, %d parked, %d done, %d superseded, %d orphaned\n",
+		c[state.Running], c[state.Pending], c[state.Failed], c[state.Parked], c[state.Done], c[state.Superseded], c[state.Orphaned])
 	if len(snap.Jobs) == 0 {
 		return
 	}
@@ -394,7 +399,7 @@ func printStatus(w io.Writer, snap *state.Snapshot) {
 			}
 		case state.Failed:
 			result = "retry after " + j.NextAttempt.Format(time.RFC3339) + ": " + oneLine(j.LastError)
-		case state.Parked, state.Pending, state.Superseded:
+		case state.Parked, state.Pending, state.Superseded, state.Orphaned:
 			result = oneLine(j.LastError)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", j.Status, j.Attempts, j.Key, result)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lorasync/lorasync/daemon"
 	"github.com/lorasync/lorasync/daemon/state"
 	"github.com/lorasync/lorasync/hub/hubtest"
 )
@@ -44,6 +45,8 @@ func TestStatusCommand(t *testing.T) {
 		tx.PutTrack(state.TrackState{Track: "qwen", BaseRepo: "Qwen/a", BaseRevision: "main", BaselineCommit: "c0", LastPoll: now})
 		tx.PutJob(state.Job{Key: state.JobKey{Track: "qwen", Adapter: "hub:acme/x@main", BaseRepo: "Qwen/b", BaseCommit: "c1"},
 			Status: state.Parked, Attempts: 1, LastError: "adapter hub:acme/x@main: malformed adapter_config.json", Created: now})
+		tx.PutJob(state.Job{Key: state.JobKey{Track: "qwen", Adapter: "hub:acme/z@main", BaseRepo: "Qwen/b", BaseCommit: "c1"},
+			Status: state.Orphaned, LastError: "adapter removed from track qwen", Created: now})
 		return tx.PutJob(state.Job{Key: state.JobKey{Track: "qwen", Adapter: "hub:acme/y@main", BaseRepo: "Qwen/b", BaseCommit: "c1"},
 			Status: state.Done, Attempts: 1, OutputRepo: "acme/y-b", OutputRevision: "main", OutputCommit: "abc", Created: now})
 	})
@@ -51,7 +54,7 @@ func TestStatusCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"track qwen: base Qwen/a@main", "1 parked, 1 done", "malformed adapter_config.json", "acme/y-b@main abc"} {
+	for _, want := range []string{"track qwen: base Qwen/a@main", "1 parked, 1 done, 0 superseded, 1 orphaned", "malformed adapter_config.json", "acme/y-b@main abc", "adapter removed from track qwen"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
@@ -61,7 +64,7 @@ func TestStatusCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	var snap state.Snapshot
-	if err := json.Unmarshal([]byte(out), &snap); err != nil || len(snap.Jobs) != 2 || snap.Counts[state.Parked] != 1 {
+	if err := json.Unmarshal([]byte(out), &snap); err != nil || len(snap.Jobs) != 3 || snap.Counts[state.Parked] != 1 || snap.Counts[state.Orphaned] != 1 {
 		t.Errorf("status --json: %v\n%s", err, out)
 	}
 	// retry requeues the parked job by a substring of its description.
@@ -143,5 +146,22 @@ tracks:
 	out, err = runCLI(t, "status", "--config", cfg, "--state-dir", "", "--json=false")
 	if err != nil || !strings.Contains(out, "baseline "+c0[:12]) {
 		t.Errorf("status after run: %v\n%s", err, out)
+	}
+}
+
+// TestPrintReport checks that a run's report shows what did not stop the
+// poll (warnings) and why a job was set aside.
+func TestPrintReport(t *testing.T) {
+	key := state.JobKey{Track: "qwen", Adapter: "hub:acme/z@main", BaseRepo: "Qwen/b", BaseCommit: "c1"}
+	rep := &daemon.Report{
+		Tracks: []daemon.TrackReport{{Track: "qwen", Baseline: "c0", Warnings: []string{"drop-in dir /srv/adapters: permission denied"}}},
+		Jobs:   []state.Job{{Key: key, Status: state.Orphaned, LastError: "adapter removed from track qwen"}},
+	}
+	var b strings.Builder
+	printReport(&b, rep)
+	for _, want := range []string{"warning: drop-in dir /srv/adapters: permission denied", "orphaned: adapter removed from track qwen"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
 	}
 }
