@@ -59,6 +59,18 @@ func (r *lazyReader) Float32(name string) ([]float32, error) {
 	return r.Float32Rows(name, 0, in.Shape[0])
 }
 
+func (r *lazyReader) Float32Into(dst []float32, name string) error {
+	in, ok := r.infos[name]
+	if !ok {
+		return fmt.Errorf("lazyReader: %s: %w", name, safetensors.ErrNotFound)
+	}
+	if len(dst) != in.NumElements() {
+		return fmt.Errorf("lazyReader: %s: %d elements into %d", name, in.NumElements(), len(dst))
+	}
+	r.fill(dst, in, 0, in.Shape[0])
+	return nil
+}
+
 // Float32Rows fills rows lo..hi: norm weights 1 +- 0.1, biases and matrices
 // uniform with standard deviation 0.5/sqrt(in) (activations stay O(1)).
 func (r *lazyReader) Float32Rows(name string, lo, hi int) ([]float32, error) {
@@ -66,20 +78,29 @@ func (r *lazyReader) Float32Rows(name string, lo, hi int) ([]float32, error) {
 	if !ok {
 		return nil, fmt.Errorf("lazyReader: %s: %w", name, safetensors.ErrNotFound)
 	}
+	cols := 1
+	if len(in.Shape) > 1 {
+		cols = in.Shape[1]
+	}
+	v := make([]float32, (hi-lo)*cols)
+	r.fill(v, in, lo, hi)
+	return v, nil
+}
+
+// fill writes rows lo..hi of in into v.
+func (r *lazyReader) fill(v []float32, in safetensors.Info, lo, hi int) {
 	h := fnv.New64a()
-	h.Write([]byte(name))
+	h.Write([]byte(in.Name))
 	seed := h.Sum64()
 	if len(in.Shape) == 1 {
-		v := make([]float32, hi-lo)
 		g := rand.New(rand.NewPCG(seed, 0))
 		for i := range v {
 			v[i] = float32(1 + 0.1*(2*g.Float64()-1))
 		}
-		return v, nil
+		return
 	}
 	cols := in.Shape[1]
 	a := float32(math.Sqrt(3) * 0.5 / math.Sqrt(float64(cols))) // uniform [-a, a] has sd a/sqrt(3)
-	v := make([]float32, (hi-lo)*cols)
 	for row := lo; row < hi; row++ {
 		x := seed ^ (uint64(row)+1)*0x9E3779B97F4A7C15
 		dst := v[(row-lo)*cols : (row-lo+1)*cols]
@@ -93,7 +114,6 @@ func (r *lazyReader) Float32Rows(name string, lo, hi int) ([]float32, error) {
 			dst[i] = a * (2*u - 1)
 		}
 	}
-	return v, nil
 }
 
 func qwenConfig(b *testing.B, layers, kvHeads, inter int, tied bool) *arch.Config {

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -17,10 +18,11 @@ type layerWeights struct {
 	w, b             map[arch.Role][]float32
 }
 
-// loadLayer converts layer l's tensors, several at once (conversion from
-// bf16 runs at memory speed on one core, so a 3B model's 77M-parameter layers
-// load twice as fast on two).
-func (m *Model) loadLayer(l int) (*layerWeights, error) {
+// loadLayer converts layer l's tensors into arena (grown as needed; the
+// returned weights are views of it, valid until the next loadLayer with the
+// same arena), several at once: conversion from bf16 runs at memory speed on
+// one core, and a 3B model's layers hold 77M parameters each.
+func (m *Model) loadLayer(l int, arena *[]float32) (*layerWeights, error) {
 	c := m.cfg
 	type load struct {
 		name string
@@ -42,13 +44,27 @@ func (m *Model) loadLayer(l int) (*layerWeights, error) {
 			loads = append(loads, load{name, &b[i]})
 		}
 	}
+	total := 0
+	for _, ld := range loads {
+		in, ok := m.r.Info(ld.name)
+		if !ok { // New checked the weights against the config
+			return nil, fmt.Errorf("forward: %s: no tensor %q", c.Path, ld.name)
+		}
+		total += in.NumElements()
+	}
+	all := buf(arena, total)
+	for _, ld := range loads {
+		in, _ := m.r.Info(ld.name)
+		n := in.NumElements()
+		*ld.dst, all = all[:n:n], all[n:]
+	}
 	errs := make([]error, len(loads))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), len(loads)) {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < len(loads); i = int(next.Add(1)) - 1 {
-				*loads[i].dst, errs[i] = m.tensor(loads[i].name)
+				errs[i] = m.tensorInto(*loads[i].dst, loads[i].name)
 			}
 		})
 	}

@@ -143,11 +143,12 @@ func (m *Model) Walk(ctx context.Context, seqs [][]int, opts Options, visit Visi
 		return err
 	}
 	sc := &scratch{}
+	var arena []float32 // one layer's weights, reused by the next
 	for l := 0; l < c.Layers; l++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		w, err := m.loadLayer(l)
+		w, err := m.loadLayer(l, &arena)
 		if err != nil {
 			return err
 		}
@@ -221,6 +222,17 @@ func (m *Model) tensor(name string) ([]float32, error) {
 		return nil, fmt.Errorf("forward: %w", err)
 	}
 	return x, nil
+}
+
+// tensorInto is tensor converting into dst (the tensor's size).
+func (m *Model) tensorInto(dst []float32, name string) error {
+	if err := m.r.Float32Into(dst, name); err != nil {
+		return fmt.Errorf("forward: %w", err)
+	}
+	if err := safetensors.Release(m.r, name); err != nil {
+		return fmt.Errorf("forward: %w", err)
+	}
+	return nil
 }
 
 // embed gathers the embedding rows of every token (reading only those rows).

@@ -25,6 +25,10 @@ type Reader interface {
 	// as a converted copy: (hi-lo) x (product of the other dimensions), row-major.
 	// For an out x in weight matrix it is rows lo..hi-1 of the matrix.
 	Float32Rows(name string, lo, hi int) ([]float32, error)
+	// Float32Into converts the whole tensor into dst, which must hold exactly
+	// its number of elements: the allocation-free form of Float32, for
+	// callers that reuse one buffer for tensors of the same size.
+	Float32Into(dst []float32, name string) error
 	// Metadata returns a copy of the "__metadata__" map (nil when absent).
 	Metadata() map[string]string
 	// Close releases the mapping(s).
@@ -115,6 +119,18 @@ func (f *File) Float32(name string) ([]float32, error) {
 	return f.rows(in, 0, rowCount(in))
 }
 
+// Float32Into converts the tensor into dst (see Reader).
+func (f *File) Float32Into(dst []float32, name string) error {
+	in, err := f.lookup(name)
+	if err != nil {
+		return err
+	}
+	if n := in.NumElements(); len(dst) != n {
+		return fmt.Errorf("safetensors: %s: tensor %q: %d elements into a buffer of %d", f.path, name, n, len(dst))
+	}
+	return f.rowsInto(dst, in, 0, rowCount(in))
+}
+
 // Float32Rows returns rows lo..hi-1 (along the first dimension) as float32:
 // (hi-lo) x cols, where cols is the product of the remaining dimensions.
 func (f *File) Float32Rows(name string, lo, hi int) ([]float32, error) {
@@ -133,15 +149,23 @@ func (f *File) Float32Rows(name string, lo, hi int) ([]float32, error) {
 
 // rows converts rows lo..hi-1 of in; a scalar counts as one row.
 func (f *File) rows(in Info, lo, hi int) ([]float32, error) {
+	dst := make([]float32, (hi-lo)*rowLen(in))
+	if err := f.rowsInto(dst, in, lo, hi); err != nil {
+		return nil, err
+	}
+	return dst, nil
+}
+
+// rowsInto converts rows lo..hi-1 of in into dst, (hi-lo) x rowLen(in) long.
+func (f *File) rowsInto(dst []float32, in Info, lo, hi int) error {
 	cols := rowLen(in)
 	size := in.DType.Size()
 	start := f.h.data + in.Begin + int64(lo*cols*size)
 	src := f.m[start : start+int64((hi-lo)*cols*size)]
-	dst := make([]float32, (hi-lo)*cols)
 	if err := decodeFloat32(dst, src, in.DType); err != nil {
-		return nil, fmt.Errorf("safetensors: %s: tensor %q: %w", f.path, in.Name, err)
+		return fmt.Errorf("safetensors: %s: tensor %q: %w", f.path, in.Name, err)
 	}
-	return dst, nil
+	return nil
 }
 
 // rowCount is the length of the first dimension (1 for a scalar).

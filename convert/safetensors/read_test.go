@@ -208,6 +208,31 @@ func TestFloat32RowsMatchesSlice(t *testing.T) {
 	}
 }
 
+func TestFloat32IntoMatchesFloat32(t *testing.T) {
+	f, err := Open(fixturePath(t, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const name = "model.embed_tokens.weight" // 512 x 64, bf16
+	want, _ := f.Float32(name)
+	dst := make([]float32, len(want))
+	for i := range dst {
+		dst[i] = float32(math.NaN()) // every element must be overwritten
+	}
+	if err := f.Float32Into(dst, name); err != nil || !slices.Equal(dst, want) {
+		t.Errorf("Float32Into: err %v, equal %v", err, slices.Equal(dst, want))
+	}
+	for _, n := range []int{0, len(want) - 1, len(want) + 1} {
+		if err := f.Float32Into(make([]float32, n), name); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("buffer of %d: err = %v, want a size error naming the tensor", n, err)
+		}
+	}
+	if err := f.Float32Into(dst, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing tensor: err = %v, want ErrNotFound", err)
+	}
+}
+
 func TestBytesIsZeroCopyView(t *testing.T) {
 	path := fixturePath(t, "model.safetensors")
 	f, err := Open(path)

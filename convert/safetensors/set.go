@@ -234,6 +234,15 @@ func (s *Set) Float32(name string) ([]float32, error) {
 	return f.Float32(name)
 }
 
+// Float32Into converts the tensor into dst (see Reader).
+func (s *Set) Float32Into(dst []float32, name string) error {
+	f, err := s.file(name)
+	if err != nil {
+		return err
+	}
+	return f.Float32Into(dst, name)
+}
+
 // Float32Rows returns rows lo..hi-1 of the tensor as float32 (see Reader).
 func (s *Set) Float32Rows(name string, lo, hi int) ([]float32, error) {
 	f, err := s.file(name)

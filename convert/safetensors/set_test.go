@@ -56,6 +56,12 @@ func TestOpenDirSharded(t *testing.T) {
 	if got, _ := s.Float32("layer1"); !slices.Equal(got, []float32{9, 10}) {
 		t.Errorf("layer1 = %v", got)
 	}
+	if got := make([]float32, 2); s.Float32Into(got, "layer1") != nil || !slices.Equal(got, []float32{9, 10}) {
+		t.Errorf("Float32Into(layer1) = %v", got)
+	}
+	if err := s.Float32Into(make([]float32, 2), "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Float32Into of a missing tensor: err = %v", err)
+	}
 	if got, _ := s.Float32Rows("embed", 1, 3); !slices.Equal(got, []float32{3, 4, 5, 6}) {
 		t.Errorf("embed rows 1..3 = %v", got)
 	}
