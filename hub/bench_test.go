@@ -88,7 +88,7 @@ func BenchmarkSnapshot2GB(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(total)*float64(b.N)/elapsed.Seconds()/1e6, "MB/s")
-	b.ReportMetric(float64(rssKB)/1024, "peak-RSS-MB")
+	b.ReportMetric(float64(rssKB)/1024, "peak-RSS-MiB")
 }
 
 // TestHelperSnapshotProcess is the child side of BenchmarkSnapshot2GB. It
@@ -192,7 +192,7 @@ func BenchmarkDownloadStream2GB(b *testing.B) {
 	if status, err := os.ReadFile("/proc/self/status"); err == nil {
 		if m := vmHWMRE.FindSubmatch(status); m != nil {
 			kb, _ := strconv.ParseFloat(string(m[1]), 64)
-			b.ReportMetric(kb/1024, "peak-RSS-MB")
+			b.ReportMetric(kb/1024, "peak-RSS-MiB")
 		}
 	}
 }

@@ -199,9 +199,9 @@ func (m *meter) report(b *testing.B) {
 		if !m.reset {
 			b.Log("peak RSS could not be reset: it includes fixture generation")
 		}
-		b.ReportMetric(float64(p)/(1<<20), "peak-RSS-MB")
+		b.ReportMetric(float64(p)/(1<<20), "peak-RSS-MiB")
 	}
 	if m.anonMax >= 0 {
-		b.ReportMetric(float64(m.anonMax)/(1<<20), "peak-anon-MB")
+		b.ReportMetric(float64(m.anonMax)/(1<<20), "peak-anon-MiB")
 	}
 }
