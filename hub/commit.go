@@ -27,8 +27,10 @@ import (
 // The commit POST is not retried blindly: when its answer is lost, the branch
 // head is read back, and the commit counts as made if the head moved to a
 // commit with our message on top of the head we started from; otherwise it
-// is sent again with the same parentCommit. If nothing changed, no commit is
-// made and NoOp is set.
+// is sent again with the same parentCommit, or, when the caller set none,
+// with the head just read as parentCommit, so that a first attempt landing
+// late turns the resend into a refusal rather than a second commit. If
+// nothing changed, no commit is made and NoOp is set.
 func (c *Client) Upload(ctx context.Context, repo string, opts CommitOptions) (*CommitInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -133,11 +135,11 @@ func (c *Client) Upload(ctx context.Context, repo string, opts CommitOptions) (*
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	payload, err := commitPayload(opts, send)
+	body, err := commitBody(opts, send)
 	if err != nil {
 		return nil, bad("", "cannot build the commit", err)
 	}
-	oid, commitURL, prURL, err := c.commitWithRecovery(ctx, repo, branch, base, opts, payload)
+	oid, commitURL, prURL, err := c.commitWithRecovery(ctx, repo, branch, base, opts, body)
 	if err != nil {
 		return nil, err
 	}
@@ -157,20 +159,29 @@ func (c *Client) commitURL(repo, oid string) string {
 	return c.endpoint.String() + "/" + repo + "/commit/" + oid
 }
 
-// commitPayload builds the NDJSON body: a header line, then one line per
-// file (base64 content for regular files, sha256 pointer for LFS) and per
-// deletion.
-func commitPayload(opts CommitOptions, files []*upFile) ([]byte, error) {
+// commitHeader is the NDJSON commit's first line: summary, description and,
+// unless parent is "", the parentCommit the Hub must find at the branch head.
+func commitHeader(opts CommitOptions, parent string) []byte {
+	header := map[string]string{"summary": opts.Message, "description": opts.Description}
+	if parent != "" {
+		header["parentCommit"] = parent
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf) // Encode appends the "\n" NDJSON needs
 	enc.SetEscapeHTML(false)
-	header := map[string]string{"summary": opts.Message, "description": opts.Description}
-	if opts.ParentCommit != "" {
-		header["parentCommit"] = opts.ParentCommit
-	}
 	if err := enc.Encode(map[string]any{"key": "header", "value": header}); err != nil {
-		return nil, err
+		panic("hub: encoding a map of strings: " + err.Error())
 	}
+	return buf.Bytes()
+}
+
+// commitBody is the NDJSON commit after its header: one line per file
+// (base64 content for regular files, sha256 pointer for LFS) and per
+// deletion.
+func commitBody(opts CommitOptions, files []*upFile) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
 	for _, f := range files {
 		var line map[string]any
 		if f.mode == "lfs" {
@@ -201,24 +212,29 @@ func commitPayload(opts CommitOptions, files []*upFile) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// commitWithRecovery POSTs the commit once per attempt. A definite refusal
-// (4xx other than 408/429) is returned as is. A 429 is retried after the
-// requested wait. A lost answer (network error, 408, 5xx) triggers a check
-// of the branch head: if it moved from base to a commit titled with our
-// message, the commit landed; otherwise the same payload (and so the same
-// parentCommit) is sent again.
+// commitWithRecovery POSTs the commit (header, then body) once per attempt.
+// A definite refusal (4xx other than 408/429) is returned as is. A 429 is
+// retried after the requested wait. A lost answer (network error, 408, 5xx)
+// triggers a check of the branch head: if our commit is the child of base
+// there, it landed; otherwise the commit is sent again, with the caller's
+// parentCommit or, if there is none, with the head just observed as parent
+// (and that head as the new base): should the lost attempt land after the
+// check, the resend is refused with a conflict instead of committing twice,
+// and the refusal leads to one more check, which finds it.
 func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base string, opts CommitOptions,
-	payload []byte) (oid, commitURL, prURL string, err error) {
+	body []byte) (oid, commitURL, prURL string, err error) {
 	q := url.Values{}
 	if opts.CreatePR {
 		q.Set("create_pr", "1")
 	}
 	cl := &call{op: "commit", repo: repo, rev: branch,
 		method: http.MethodPost, url: c.apiURL("/api/models/"+repo+"/commit/"+escapeRev(branch), q),
-		body: bytesBody(payload), auth: true, noRetry: true,
+		auth: true, noRetry: true,
 		header: http.Header{"Content-Type": {"application/x-ndjson"}}}
+	parent := opts.ParentCommit // the parentCommit sent
 	bo := c.newBackoff()
 	for {
+		cl.body = bytesBody(append(commitHeader(opts, parent), body...))
 		resp, err := c.do(ctx, cl)
 		var lost *Error
 		switch {
@@ -261,7 +277,13 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 		case retryableStatus(resp.StatusCode):
 			lost = c.responseError(resp, cl.op, repo, branch, "")
 		default:
-			return "", "", "", c.responseError(resp, cl.op, repo, branch, "")
+			he := c.responseError(resp, cl.op, repo, branch, "")
+			if parent == "" || parent == opts.ParentCommit || !errors.Is(he, ErrConflict) {
+				return "", "", "", he
+			}
+			// Our own pin after a lost answer was refused: the head moved,
+			// perhaps to the lost attempt. Check again.
+			lost = he
 		}
 
 		// The answer is lost: did the commit land?
@@ -279,6 +301,10 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 			c.log.Info("commit had landed despite the lost answer", "repo", repo, "branch", branch, "commit", ours)
 			return ours, c.commitURL(repo, ours), "", nil
 		}
+		if opts.ParentCommit == "" {
+			// ours is the head observed: build on it, and only on it.
+			parent, base = ours, ours
+		}
 		ok, werr := bo.wait(ctx, lost.RetryAfter)
 		if werr != nil {
 			return "", "", "", werr
@@ -286,6 +312,7 @@ func (c *Client) commitWithRecovery(ctx context.Context, repo, branch, base stri
 		if !ok {
 			return "", "", "", lost
 		}
+		c.log.Info("commit not on the branch; sending it again", "repo", repo, "branch", branch, "parent", parent)
 	}
 }
 

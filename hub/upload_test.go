@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -299,5 +300,44 @@ func TestLostCommitAnswerThenOthersPush(t *testing.T) {
 	}
 	if n := len(requestsTo(e.srv.Requests(), http.MethodPost, "/api/models/alice/m/commit/")); n != 1 {
 		t.Errorf("%d commit POSTs, want 1", n)
+	}
+}
+
+// TestLostCommitAnswerLandsLate: the answer to a commit without a
+// parentCommit is lost, the branch head shows no sign of it, and the first
+// attempt lands only after that check, just before the resend. The resend
+// carries the head the client checked as its parentCommit, so the Hub
+// refuses it instead of committing the same change twice, and the client's
+// next check finds the late commit.
+func TestLostCommitAnswerLandsLate(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	base := e.seed("m", map[string][]byte{"a.txt": []byte("1")})
+	var late string
+	c := e.client(func(o *Options) {
+		o.Logger = slog.New(hookHandler{Handler: slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}),
+			msg: "commit not on the branch; sending it again",
+			fn: func() {
+				if late != "" {
+					return
+				}
+				var err error // the first attempt, applied late
+				if late, err = e.srv.Commit("alice/m", "main", map[string][]byte{"a.txt": []byte("2")}, "ours"); err != nil {
+					t.Error(err)
+				}
+			}})
+	})
+	e.srv.Inject(hubtest.Fault{Host: "hub", Method: http.MethodPost, PathPrefix: "/api/models/alice/m/commit/",
+		Status: http.StatusGatewayTimeout, Times: 1})
+	info, err := c.Upload(context.Background(), "alice/m", CommitOptions{
+		Message: "ours", Files: []FileOp{{Path: "a.txt", Content: []byte("2")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, _ := e.srv.Commits("alice/m", "main")
+	if late == "" || info.OID != late || hist[0].ID != late || hist[1].ID != base {
+		t.Errorf("history %v, late commit %s, CommitInfo %+v: want one commit on top of %s", hist, late, info, base)
+	}
+	if n := len(requestsTo(e.srv.Requests(), http.MethodPost, "/api/models/alice/m/commit/")); n != 2 {
+		t.Errorf("%d commit POSTs, want 2 (the lost one and the refused resend)", n)
 	}
 }
