@@ -135,7 +135,7 @@ func (rc *repoCache) writeRef(rev, commit string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(p, []byte(commit))
+	return rc.writeFile(p, []byte(commit))
 }
 
 // markNoExist records that path does not exist at commit
@@ -170,7 +170,8 @@ func (rc *repoCache) knownAbsent(commit, path string) bool {
 // link points snapshots/{commit}/{path} at blobs/{etag} with a relative
 // symlink ("../../blobs/x" plus one "../" per directory level of path), as
 // huggingface_hub's _create_symlink does. The link is made under a temporary
-// name and renamed into place so readers never see a missing pointer.
+// name at the repo's top level (see writeFile) and renamed into place so
+// readers never see a missing pointer.
 func (rc *repoCache) link(commit, path, etag string) (string, error) {
 	ptr, err := rc.pointerPath(commit, path)
 	if err != nil {
@@ -190,7 +191,7 @@ func (rc *repoCache) link(commit, path, etag string) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(ptr), 0o755); err != nil {
 		return "", err
 	}
-	tmp := filepath.Join(filepath.Dir(ptr), "."+filepath.Base(ptr)+"."+randHex(4)+".tmp")
+	tmp := filepath.Join(rc.dir, ".link-"+randHex(4)+".tmp")
 	if err := os.Symlink(rel, tmp); err != nil {
 		return "", err
 	}
@@ -281,7 +282,7 @@ func (rc *repoCache) writeTree(commit string, files map[string]treeEntry) error 
 	if err := enc.Encode(treeFile{FormatVersion: treeFormatVersion, Files: files}); err != nil {
 		return err
 	}
-	return writeFileAtomic(p, bytes.TrimRight(buf.Bytes(), "\n"))
+	return rc.writeFile(p, bytes.TrimRight(buf.Bytes(), "\n"))
 }
 
 // cacheDirTag is the Cache Directory Tagging Standard file huggingface_hub
@@ -297,6 +298,19 @@ func writeCacheDirTag(root string) {
 		return
 	}
 	_ = writeFileAtomic(p, []byte(cacheDirTag))
+}
+
+// writeFile writes p (a ref or a tree listing inside the repo's cache)
+// atomically, its temp file in the repo's directory itself rather than
+// beside p: huggingface_hub's scan_cache_dir reads every file under refs/ as
+// a ref (and every entry under snapshots/ as a file), so debris left there
+// by a crash would make it report the repo corrupted, while it ignores
+// entries at the repo's top level.
+func (rc *repoCache) writeFile(p string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return atomicfile.WriteFileVia(rc.dir, p, data, 0o644)
 }
 
 // writeFileAtomic creates p's directory and writes p atomically

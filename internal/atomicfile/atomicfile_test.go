@@ -1,6 +1,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -47,5 +48,46 @@ func TestWriteFileFailureLeavesTargetAlone(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("temp files left: %v", entries)
+	}
+}
+
+// TestWriteFileViaKeepsTempOutOfTarget checks that the temp file is made in
+// tmpDir, complete before the rename, and removed when the write fails,
+// leaving the target as it was.
+func TestWriteFileViaKeepsTempOutOfTarget(t *testing.T) {
+	root := t.TempDir()
+	refs := filepath.Join(root, "refs")
+	if err := os.MkdirAll(refs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(refs, "main")
+	if err := WriteFileVia(root, p, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var seen string
+	testHookBeforeRename = func(tmp string) error {
+		seen = tmp
+		if b, err := os.ReadFile(tmp); err != nil || string(b) != "new" {
+			t.Errorf("temp file before the rename: %q, %v", b, err)
+		}
+		return errors.New("simulated crash")
+	}
+	defer func() { testHookBeforeRename = nil }()
+	if err := WriteFileVia(root, p, []byte("new"), 0o644); err == nil {
+		t.Fatal("write succeeded despite the failed rename")
+	}
+	if filepath.Dir(seen) != root {
+		t.Errorf("temp file %s, want it in %s", seen, root)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "old" {
+		t.Errorf("target = %q after a failed write, want old", b)
+	}
+	for _, d := range []string{root, refs} {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			if e.Name() != "refs" && e.Name() != "main" {
+				t.Errorf("%s holds %s after a failed write", d, e.Name())
+			}
+		}
 	}
 }
