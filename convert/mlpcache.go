@@ -50,17 +50,21 @@ const (
 // Llama-2-7B -> Llama-3-8B sizes an operator file is 67 MB (d_o = 4096),
 // pinv(W_x) 134 MB; an adapter on all 96 MLP modules fills 6.6 GB, once.
 type mlpCache struct {
-	dir   string // "" disables the files
-	key   string // pair key, checked against each file's metadata
-	log   *slog.Logger
-	pinv  *mat.Dense // pinv(W_x) once loaded; nil for the identity
-	stats MLPTimings
+	root string // Options.CacheDir: the entry lock lives there (cachelock.go)
+	dir  string // "" disables the files
+	key  string // pair key, checked against each file's metadata
+	// warned is set once an unusable cache was logged: the other operators
+	// of the conversion say nothing more about it.
+	warned bool
+	log    *slog.Logger
+	pinv   *mat.Dense // pinv(W_x) once loaded; nil for the identity
+	stats  MLPTimings
 }
 
 func newMLPCache(o Options, pair *Pair) *mlpCache {
 	c := &mlpCache{key: pair.Key, log: o.Logger}
 	if o.CacheDir != "" {
-		c.dir = filepath.Join(o.CacheDir, "pairs", pair.Key+".mlp")
+		c.root, c.dir = o.CacheDir, filepath.Join(o.CacheDir, "pairs", pair.Key+".mlp")
 	}
 	return c
 }
@@ -206,23 +210,45 @@ func gramCheck(r record) error {
 
 // load returns the record stored as name when its metadata matches want and
 // check accepts it, else compute's, which it stores; cached says which. A
-// file that is unreadable, stale or rejected is logged and replaced.
+// file that is unreadable, stale or rejected is logged and replaced. It holds
+// the pair's cache entry lock (shared, so PruneCache leaves the entry alone)
+// and the file's own lock (so concurrent conversions compute it once).
+//
+// The cache only ever saves work: a cache that cannot be locked or written
+// is logged (once per conversion) and the record computed in memory; a
+// record that can still be read without the locks is used.
 func (c *mlpCache) load(ctx context.Context, name string, want map[string]string, check func(record) error,
 	compute func() (record, error)) (r record, cached bool, err error) {
 	if c.dir == "" {
 		r, err = compute()
 		return r, false, err
 	}
-	if err := os.MkdirAll(c.dir, 0o755); err != nil {
-		return record{}, false, fmt.Errorf("convert: MLP operator cache: %w", err)
-	}
 	path := filepath.Join(c.dir, name)
+	want["format"], want["pair_key"] = mlpFormat, c.key
+	uncached := func(why error) (record, bool, error) {
+		if ctx.Err() != nil {
+			return record{}, false, ctx.Err()
+		}
+		c.warn("MLP operator cache unavailable; operators are computed without it", path, why)
+		if r, err := readRecord(path, want); err == nil && check(r) == nil {
+			return r, true, nil
+		}
+		r, err := compute()
+		return r, false, err
+	}
+	release, err := lockEntry(ctx, c.root, c.key, true)
+	if err != nil {
+		return uncached(err)
+	}
+	defer release()
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return uncached(err)
+	}
 	lock := flock.New(path + ".lock")
 	if _, err := lock.TryLockContext(ctx, 200*time.Millisecond); err != nil {
-		return record{}, false, fmt.Errorf("convert: MLP operator cache lock %s: %w", lock.Path(), err)
+		return uncached(fmt.Errorf("lock %s: %w", lock.Path(), err))
 	}
 	defer lock.Unlock()
-	want["format"], want["pair_key"] = mlpFormat, c.key
 	r, err = readRecord(path, want)
 	if err == nil {
 		if err = check(r); err == nil {
@@ -237,9 +263,20 @@ func (c *mlpCache) load(ctx context.Context, name string, want map[string]string
 		return record{}, false, err
 	}
 	if err := writeRecord(path, r, want); err != nil {
-		return record{}, false, err
+		c.warn("MLP operator cache: operator not saved; the next adapter of this pair computes it again", path, err)
 	}
 	return r, false, nil
+}
+
+// warn logs a cache failure, the first one of the conversion at Warn, the
+// others at Debug.
+func (c *mlpCache) warn(msg, path string, err error) {
+	level := slog.LevelWarn
+	if c.warned {
+		level = slog.LevelDebug
+	}
+	c.warned = true
+	c.log.Log(context.Background(), level, msg, "path", path, "err", err)
 }
 
 // writeRecord stores r atomically (safetensors.WriteFile: temp file, fsync,

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -55,37 +54,61 @@ func pairKey(old, new *model, o Options, lm layerMapSpec) string {
 // pairAnalysis returns the pair analysis for (old, new), from the cache when
 // present (cached reports that), else computed and stored. Concurrent callers
 // for the same pair — goroutines or processes — wait on a file lock, so the
-// analysis is computed once.
+// analysis is computed once. They also hold the cache entry's shared lock
+// (cachelock.go) meanwhile, so PruneCache never removes the entry under
+// them, and a hit marks the entry used (its file's mtime, for PruneCache's
+// least-recently-used order).
+//
+// The cache only ever saves work: a cache that cannot be locked or written
+// (a read-only or full disk) is logged and the analysis computed in memory,
+// and an existing entry is still read when it can be.
 func pairAnalysis(ctx context.Context, old, new *model, o Options, lm layerMapSpec) (p *Pair, cached bool, err error) {
 	key := pairKey(old, new, o, lm)
-	if o.CacheDir == "" {
-		p, err = computePair(ctx, old, new, o, lm)
+	compute := func() (*Pair, error) {
+		p, err := computePair(ctx, old, new, o, lm)
 		if p != nil {
 			p.Key = key
 		}
+		return p, err
+	}
+	if o.CacheDir == "" {
+		p, err = compute()
 		return p, false, err
 	}
-	dir := filepath.Join(o.CacheDir, "pairs")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, false, fmt.Errorf("convert: pair cache: %w", err)
-	}
 	path := pairPath(o.CacheDir, key)
+	uncached := func(why error) (*Pair, bool, error) {
+		if ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+		o.Logger.Warn("pair cache unavailable; the analysis is not saved", "path", path, "err", why)
+		if p, err := loadPair(path); err == nil && p.Key == key {
+			return p, true, nil
+		}
+		p, err := compute()
+		return p, false, err
+	}
+	release, err := lockEntry(ctx, o.CacheDir, key, true)
+	if err != nil {
+		return uncached(err)
+	}
+	defer release()
 	lock := flock.New(path + ".lock")
 	if _, err := lock.TryLockContext(ctx, 200*time.Millisecond); err != nil {
-		return nil, false, fmt.Errorf("convert: pair cache lock %s: %w", lock.Path(), err)
+		return uncached(fmt.Errorf("lock %s: %w", lock.Path(), err))
 	}
 	defer lock.Unlock()
 	if p, err := loadPair(path); err == nil && p.Key == key {
+		touchUsed(path)
 		return p, true, nil
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		o.Logger.Warn("pair cache entry unreadable, recomputing", "path", path, "err", err)
 	}
-	if p, err = computePair(ctx, old, new, o, lm); err != nil {
+	if p, err = compute(); err != nil {
 		return nil, false, err
 	}
-	p.Key = key
 	if err := savePair(path, p); err != nil {
-		return nil, false, err
+		// The analysis is good; only the next migration of this pair pays.
+		o.Logger.Warn("pair cache: analysis not saved; the next migration of this pair computes it again", "path", path, "err", err)
 	}
 	return p, false, nil
 }
