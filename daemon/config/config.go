@@ -24,6 +24,7 @@ type Config struct {
 	Concurrency int      `mapstructure:"concurrency"`
 	Retry       Retry    `mapstructure:"retry"`
 	MinFreeDisk ByteSize `mapstructure:"min_free_disk"`
+	Cache       Cache    `mapstructure:"cache"`
 	Log         Log      `mapstructure:"log"`
 	Tracks      []Track  `mapstructure:"tracks"`
 
@@ -50,6 +51,17 @@ type Retry struct {
 	MaxAttempts int           `mapstructure:"max_attempts"`
 	BackoffBase time.Duration `mapstructure:"backoff_base"`
 	BackoffMax  time.Duration `mapstructure:"backoff_max"`
+}
+
+// Cache bounds what the daemon keeps under cache_dir. Both are reloadable.
+type Cache struct {
+	// MaxSize caps the converter's caches (pair analyses and MLP operators
+	// under cache_dir/convert): after every job the least recently used
+	// pairs are removed until they fit. 0 means no cap.
+	MaxSize ByteSize `mapstructure:"max_size"`
+	// KeepBaseSnapshots turns off the removal of base-model snapshots that
+	// no job needs any more (every snapshot is kept, as before).
+	KeepBaseSnapshots bool `mapstructure:"keep_base_snapshots"`
 }
 
 // Log configures logging. Format is "text", "json" or "auto" (JSON under

@@ -31,6 +31,9 @@ func TestLoadGood(t *testing.T) {
 	if c.MinFreeDisk != 20<<30 {
 		t.Errorf("MinFreeDisk = %d, want 20GiB", c.MinFreeDisk)
 	}
+	if c.Cache.MaxSize != 50e9 || !c.Cache.KeepBaseSnapshots {
+		t.Errorf("Cache = %+v, want max_size 50GB and keep_base_snapshots", c.Cache)
+	}
 	if len(c.Tracks) != 2 {
 		t.Fatalf("tracks = %d", len(c.Tracks))
 	}
@@ -111,6 +114,7 @@ func TestBadConfigs(t *testing.T) {
 		"no-tracks":            "tracks: at least one track",
 		"concurrency-zero":     "concurrency: must be between 1 and 64",
 		"backoff-inverted":     "retry.backoff_max",
+		"cache-negative":       "cache.max_size: must not be negative",
 		"not-yaml":             "parse YAML",
 		"endpoint-credentials": "hub.endpoint: must not carry credentials",
 		"endpoint-no-host":     "hub.endpoint: must be an http(s) URL with a host",
@@ -232,6 +236,28 @@ func TestParseSchedule(t *testing.T) {
 		}
 		if got := s.Next(base); !got.Equal(want) {
 			t.Errorf("%s: Next = %v, want %v", spec, got, want)
+		}
+	}
+}
+
+// cache: no cap and base-snapshot removal on by default; an empty size is
+// no cap; sizes take units.
+func TestCacheKeys(t *testing.T) {
+	const tracks = "tracks: [{name: t, base: {repo: a/b}, follow: {commits: true}, adapters: [{repo: a/c}], target: {pr: true}}]\n"
+	for yaml, want := range map[string]Cache{
+		"":                                     {},
+		"cache: {max_size: \"\"}\n":            {},
+		"cache: {max_size: 1.5GiB}\n":          {MaxSize: 3 << 29},
+		"cache: {max_size: 2048}\n":            {MaxSize: 2048},
+		"cache: {keep_base_snapshots: true}\n": {KeepBaseSnapshots: true},
+		"cache: {max_size: 0, keep_base_snapshots: false}\n": {},
+	} {
+		c, err := Parse([]byte(yaml+tracks), t.TempDir())
+		if err != nil {
+			t.Fatalf("%q: %v", yaml, err)
+		}
+		if c.Cache != want {
+			t.Errorf("%q: Cache = %+v, want %+v", yaml, c.Cache, want)
 		}
 	}
 }

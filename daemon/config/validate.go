@@ -88,6 +88,9 @@ func (c *Config) Validate() error {
 	if c.MinFreeDisk < 0 {
 		fe.add("min_free_disk", "must not be negative, got %d", c.MinFreeDisk)
 	}
+	if c.Cache.MaxSize < 0 {
+		fe.add("cache.max_size", "must not be negative (0 means no cap), got %d", c.Cache.MaxSize)
+	}
 	oneOf(&fe, "log.format", c.Log.Format, "auto", "text", "json")
 	oneOf(&fe, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	if len(c.Tracks) == 0 {

@@ -57,6 +57,9 @@ var byteSizeHook mapstructure.DecodeHookFuncType = func(from, to reflect.Type, d
 	if to != reflect.TypeOf(ByteSize(0)) || from.Kind() != reflect.String {
 		return data, nil
 	}
+	if strings.TrimSpace(data.(string)) == "" {
+		return ByteSize(0), nil // an empty size is none: no cap, no minimum
+	}
 	return ParseByteSize(data.(string))
 }
 
