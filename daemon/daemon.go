@@ -61,7 +61,7 @@ type Daemon struct {
 
 	kickCh   chan struct{}
 	mu       sync.Mutex
-	inflight map[state.JobKey]bool
+	inflight map[state.JobKey]string // running jobs -> the branch they push to (see targetOf)
 	workers  sync.WaitGroup
 
 	loopsMu      sync.Mutex
@@ -105,7 +105,7 @@ func New(opts Options) (*Daemon, error) {
 		targets:   newKeyedLocks(),
 		localRevs: newRevMemo(),
 		kickCh:    make(chan struct{}, 1),
-		inflight:  map[state.JobKey]bool{},
+		inflight:  map[state.JobKey]string{},
 		loops:     map[string]*loop{},
 		notify:    newNotifier(),
 	}

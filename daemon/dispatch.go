@@ -26,9 +26,13 @@ func (d *Daemon) kick() {
 // startRunnable starts runnable jobs (oldest first) while fewer than
 // concurrency run. Jobs whose track or adapter is no longer registered
 // wait (the next plan orphans them; this covers the moment between a
-// reload's new config and its re-plan). skip, when not nil, holds jobs this pass already ran (RunOnce runs
-// each job at most once). It returns the earliest future retry time (zero
-// if none).
+// reload's new config and its re-plan). A job whose push would land on the
+// branch a running job pushes to waits for it: two jobs of one target never
+// run at once, so the order of their pushes is the order they started in,
+// and the one that pushes second checks, under the target's lock, whether
+// it was superseded meanwhile (see checkSuperseded). skip, when not nil,
+// holds jobs this pass already ran (RunOnce runs each job at most once). It
+// returns the earliest future retry time (zero if none).
 func (d *Daemon) startRunnable(ctx context.Context, skip map[state.JobKey]bool) (next time.Time, started int) {
 	cfg := d.Config()
 	now := d.clock.Now()
@@ -42,7 +46,11 @@ func (d *Daemon) startRunnable(ctx context.Context, skip map[state.JobKey]bool) 
 		return now.Add(time.Minute), 0 // try again soon
 	}
 	slices.SortStableFunc(jobs, func(a, b state.Job) int { return a.Created.Compare(b.Created) })
-	registry := map[string]map[string]Adapter{}
+	type registered struct {
+		adapters map[string]Adapter
+		targets  targetOf
+	}
+	registry := map[string]registered{}
 	for _, j := range jobs {
 		if j.Status == state.Failed && j.NextAttempt.After(now) && skip == nil {
 			if next.IsZero() || j.NextAttempt.Before(next) {
@@ -59,23 +67,29 @@ func (d *Daemon) startRunnable(ctx context.Context, skip map[state.JobKey]bool) 
 		if !ok {
 			continue
 		}
-		ads, ok := registry[tr.Name]
+		reg, ok := registry[tr.Name]
 		if !ok {
-			ads = map[string]Adapter{}
+			reg = registered{adapters: map[string]Adapter{}, targets: branchTargets(tr)}
 			list, _ := registeredAdapters(tr)
 			for _, a := range list {
-				ads[a.ID] = a
+				reg.adapters[a.ID] = a
 			}
-			registry[tr.Name] = ads
+			registry[tr.Name] = reg
 		}
-		ad, ok := ads[j.Key.Adapter]
+		ad, ok := reg.adapters[j.Key.Adapter]
 		if !ok {
+			continue
+		}
+		tg := reg.targets(ad, j.Key.BaseRepo)
+		if busy := d.pushingTo(tg); busy != nil {
+			d.log.Debug("job held back: a job pushing to the same target is running",
+				"job", j.Key.String(), "target", tg, "running", busy.String())
 			continue
 		}
 		if skip != nil {
 			skip[j.Key] = true
 		}
-		if d.launch(ctx, cfg, tr, ad, j) {
+		if d.launch(ctx, cfg, tr, ad, j, tg) {
 			started++
 		}
 	}
@@ -85,7 +99,8 @@ func (d *Daemon) startRunnable(ctx context.Context, skip map[state.JobKey]bool) 
 func (d *Daemon) isInflight(k state.JobKey) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.inflight[k]
+	_, ok := d.inflight[k]
+	return ok
 }
 
 func (d *Daemon) inflightCount() int {
@@ -94,8 +109,25 @@ func (d *Daemon) inflightCount() int {
 	return len(d.inflight)
 }
 
-// launch marks the job running and runs it in a worker goroutine.
-func (d *Daemon) launch(ctx context.Context, cfg *config.Config, tr config.Track, ad Adapter, j state.Job) bool {
+// pushingTo returns the key of a running job that pushes to target (a
+// targetOf name), or nil if none does or target is "".
+func (d *Daemon) pushingTo(target string) *state.JobKey {
+	if target == "" {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, tg := range d.inflight {
+		if tg == target {
+			return &k
+		}
+	}
+	return nil
+}
+
+// launch marks the job running and runs it in a worker goroutine; target
+// is the branch it pushes to (see targetOf).
+func (d *Daemon) launch(ctx context.Context, cfg *config.Config, tr config.Track, ad Adapter, j state.Job, target string) bool {
 	now := d.clock.Now()
 	err := d.store.Update(func(tx *state.Tx) error {
 		cur, ok, err := tx.Job(j.Key)
@@ -114,7 +146,7 @@ func (d *Daemon) launch(ctx context.Context, cfg *config.Config, tr config.Track
 		return false
 	}
 	d.mu.Lock()
-	d.inflight[j.Key] = true
+	d.inflight[j.Key] = target
 	d.mu.Unlock()
 	d.refreshGauges()
 	d.workers.Add(1)
@@ -186,7 +218,7 @@ func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, ru
 	case "interrupted":
 		d.log.Info("job interrupted by shutdown", "job", j.Key.String())
 	case "superseded":
-		d.log.Info("job superseded by a newer base commit or adapter revision; not pushed", "job", j.Key.String(), "reason", j.LastError)
+		d.log.Info("job superseded; not pushed", "job", j.Key.String(), "reason", j.LastError)
 	}
 	d.refreshGauges()
 }

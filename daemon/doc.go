@@ -11,9 +11,12 @@
 //   - plan.go and planner.go: desired jobs = registered adapters at their
 //     current revision x latest base versions; missing ones are created, in
 //     the same transaction that records the versions, and waiting jobs for
-//     an older base commit or adapter revision are superseded. Waiting jobs
-//     of tracks or adapters removed from the config are orphaned (never
-//     run, counted apart) and adopted again when they come back.
+//     an older base commit or adapter revision are superseded, as are those
+//     of an older base repo whose migration goes to the same target branch
+//     as a newer one's (a target without {base_name}): the target ends on
+//     the newest base's migration. Waiting jobs of tracks or adapters
+//     removed from the config are orphaned (never run, counted apart) and
+//     adopted again when they come back.
 //   - revisions.go: an adapter's revision is its Hub commit or a content
 //     hash of its local directory (stat-memoised), resolved at every poll,
 //     so a retrained adapter is migrated again and unchanged content never
@@ -21,7 +24,8 @@
 //   - dispatch.go: a bounded worker pool (config concurrency) that runs
 //     runnable jobs, retries failures with backoff (jittered, capped, on an
 //     injected Clock) and parks a job after retry.max_attempts or at once
-//     on a Permanent error; one bad adapter never blocks the others.
+//     on a Permanent error; one bad adapter never blocks the others. Two
+//     jobs that push to one branch never run at once.
 //   - pipeline.go: resolve -> download (free disk checked first) -> pair
 //     analysis + migrate (Converter) -> check output -> push -> record.
 //   - provenance.go: lorasync.json + model card; before every push the

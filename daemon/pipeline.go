@@ -54,7 +54,7 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	if err != nil {
 		return job, err
 	}
-	if err := d.checkSuperseded(job); err != nil {
+	if err := d.checkSuperseded(tr, ad, job); err != nil {
 		return job, err
 	}
 
@@ -152,7 +152,7 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 		return job, err
 	}
 	defer unlockTarget()
-	if err := d.checkSuperseded(job); err != nil {
+	if err := d.checkSuperseded(tr, ad, job); err != nil {
 		return job, err
 	}
 	found, parent, err := reconcile(ctx, d.hub, tg, ad, job)
@@ -187,10 +187,10 @@ func (d *Daemon) reconciled(job state.Job, tg target, found *existing) state.Job
 	return job
 }
 
-// errSuperseded is wrapped when a newer commit of the job's base repo, or a
-// newer revision of its adapter, was recorded: its own job migrates
-// instead, and pushing this one could put an older migration on top of a
-// newer one.
+// errSuperseded is wrapped when a newer commit of the job's base repo, a
+// newer revision of its adapter, or a newer base repo whose migration goes
+// to the same target was recorded: its own job migrates instead, and
+// pushing this one could put an older migration on top of a newer one.
 var errSuperseded = errors.New("superseded")
 
 // errAdapterChanged is wrapped when a local adapter's content is no longer
@@ -198,7 +198,7 @@ var errSuperseded = errors.New("superseded")
 // (see finish) plans the new content's job.
 var errAdapterChanged = fmt.Errorf("%w: the adapter's files changed since the job was planned", errSuperseded)
 
-func (d *Daemon) checkSuperseded(job state.Job) error {
+func (d *Daemon) checkSuperseded(tr config.Track, ad Adapter, job state.Job) error {
 	var ts state.TrackState
 	err := d.store.View(func(tx *state.Tx) error {
 		var err error
@@ -219,6 +219,9 @@ func (d *Daemon) checkSuperseded(job state.Job) error {
 	// recorded: it is not compared.)
 	if h, ok := ts.Adapters[job.Key.Adapter]; ok && job.Key.AdapterRev != "" && h.Rev != job.Key.AdapterRev {
 		return fmt.Errorf("%w by adapter revision %s", errSuperseded, short(h.Rev))
+	}
+	if o, ok := overtaken(ts, ts.Latest(), ad, branchTargets(tr))[job.Key.BaseRepo]; ok {
+		return fmt.Errorf("%w %s", errSuperseded, o.reason(job.Key.BaseRepo))
 	}
 	return nil
 }

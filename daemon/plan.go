@@ -87,7 +87,7 @@ func (d *Daemon) pollTrack(ctx context.Context, name string) TrackReport {
 		rep.Warnings = append(rep.Warnings, e.Error())
 	}
 	if d.dryRun {
-		rep.NewJobs, rep.Runnable, err = d.planDry(next, adapters, len(scanErrs) == 0, now)
+		rep.NewJobs, rep.Runnable, err = d.planDry(tr, next, adapters, len(scanErrs) == 0, now)
 	} else {
 		var p trackPlan
 		err = d.store.Update(func(tx *state.Tx) error {
@@ -98,7 +98,7 @@ func (d *Daemon) pollTrack(ctx context.Context, name string) TrackReport {
 			if err != nil {
 				return err
 			}
-			p = planTrack(next, adapters, len(scanErrs) == 0, jobs, now)
+			p = planTrack(next, adapters, len(scanErrs) == 0, jobs, branchTargets(tr), now)
 			return writePlan(tx, p)
 		})
 		if err == nil {
@@ -164,13 +164,13 @@ func (d *Daemon) logPlan(p trackPlan) []state.JobKey {
 }
 
 // planDry computes what planning would do, without writing.
-func (d *Daemon) planDry(ts state.TrackState, adapters []Adapter, complete bool, now time.Time) (created, runnable []state.JobKey, err error) {
+func (d *Daemon) planDry(tr config.Track, ts state.TrackState, adapters []Adapter, complete bool, now time.Time) (created, runnable []state.JobKey, err error) {
 	err = d.store.View(func(tx *state.Tx) error {
 		jobs, err := tx.Jobs(ts.Track)
 		if err != nil {
 			return err
 		}
-		p := planTrack(ts, adapters, complete, jobs, now)
+		p := planTrack(ts, adapters, complete, jobs, branchTargets(tr), now)
 		after := map[state.JobKey]state.Job{}
 		for _, j := range jobs {
 			after[j.Key] = j
@@ -253,7 +253,7 @@ func (d *Daemon) replan() error {
 			if err != nil {
 				return err
 			}
-			p := planTrack(ts, in.adapters, in.complete, jobs, now)
+			p := planTrack(ts, in.adapters, in.complete, jobs, branchTargets(in.tr), now)
 			if err := writePlan(tx, p); err != nil {
 				return err
 			}
