@@ -214,3 +214,59 @@ tracks:
 		t.Errorf("%d uploads, want 2", n)
 	}
 }
+
+// stallingConverter converts like the fake, except to base repo stall,
+// where it waits for its context to end.
+type stallingConverter struct {
+	*fakeConverter
+	stall   string
+	entered chan struct{}
+}
+
+func (c *stallingConverter) Convert(ctx context.Context, req ConvertRequest) (ConvertResult, error) {
+	if req.NewBaseRepo != c.stall {
+		return c.fakeConverter.Convert(ctx, req)
+	}
+	close(c.entered)
+	<-ctx.Done()
+	return ConvertResult{}, ctx.Err()
+}
+
+// A job converting for an older base when a newer base's job for its
+// target is planned is stopped at once: it could no longer push, and the
+// newer job waits for the target. Here the older conversion would never end
+// by itself.
+func TestRunningOlderJobStoppedForNewerBaseOnSharedTarget(t *testing.T) {
+	h := newHarness(t, sharedTargetTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	h.hub.commit("org/base-2", "main", baseFiles("v2"))
+	conv := &stallingConverter{fakeConverter: h.conv, stall: "org/base-2", entered: make(chan struct{})}
+	h.realConv = conv
+	d := h.daemon(false)
+	ran := make(chan error, 1)
+	go func() {
+		_, err := d.RunOnce(context.Background())
+		ran <- err
+	}()
+	<-conv.entered
+	c3 := h.hub.commit("org/base-3", "main", baseFiles("v3"))
+	if rep := d.pollTrack(context.Background(), "t"); len(rep.NewJobs) != 1 {
+		t.Errorf("poll during base-2's conversion: %+v", rep)
+	}
+	eventually(t, "base-3's job done", func() bool { return h.jobFor("acme/math", "org/base-3").Status == state.Done })
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+	if j := h.jobFor("acme/math", "org/base-2"); j.Status != state.Superseded || j.Attempts != 0 ||
+		!strings.Contains(j.LastError, "superseded by org/base-3@"+c3[:12]) {
+		t.Errorf("base-2 job = %+v, want superseded by org/base-3 (no attempt counted)", j)
+	}
+	if got := h.targetBase(sharedTarget); got.Repo != "org/base-3" || got.Commit != c3 {
+		t.Errorf("%s holds the migration to %+v, want org/base-3@%s", sharedTarget, got, c3)
+	}
+	if n := h.hub.uploadCount(); n != 1 {
+		t.Errorf("%d uploads, want 1", n)
+	}
+}
