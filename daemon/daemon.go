@@ -58,6 +58,8 @@ type Daemon struct {
 	// localRevs remembers local adapters' revisions while their files are
 	// unchanged.
 	localRevs *revMemo
+	// gc removes what the caches no longer need (gc.go).
+	gc *gcState
 
 	kickCh   chan struct{}
 	mu       sync.Mutex
@@ -104,6 +106,7 @@ func New(opts Options) (*Daemon, error) {
 		pairs:     newKeyedLocks(),
 		targets:   newKeyedLocks(),
 		localRevs: newRevMemo(),
+		gc:        newGCState(),
 		kickCh:    make(chan struct{}, 1),
 		inflight:  map[state.JobKey]string{},
 		loops:     map[string]*loop{},
@@ -213,6 +216,7 @@ func (d *Daemon) RunOnce(ctx context.Context) (*Report, error) {
 	}
 	ran := d.drainOnce(ctx)
 	d.workers.Wait()
+	d.collectCaches(ctx)
 	err := d.store.View(func(tx *state.Tx) error {
 		jobs, err := tx.Jobs("")
 		for _, j := range jobs {
@@ -277,6 +281,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer close(dispatchDone)
 		d.dispatchLoop(jobsCtx)
 	}()
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		d.gcLoop(jobsCtx)
+	}()
 	// However Run ends: loops stopped, no job starts any more, running jobs
 	// interrupted (they record themselves as pending) and waited for.
 	defer func() {
@@ -284,6 +293,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		cancelJobs()
 		<-dispatchDone
 		d.workers.Wait()
+		<-gcDone
 		d.log.Info("stopped")
 	}()
 

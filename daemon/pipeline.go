@@ -25,6 +25,7 @@ import (
 // earlier push of the same migration (reconcile), so a crash between push
 // and record never leads to a second push.
 func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track, ad Adapter, job state.Job) (state.Job, error) {
+	defer d.jobEnded(job.Key) // caches are collected once its outcome is recorded (gc.go)
 	// resolve: the job migrates the adapter revision of its key. A local
 	// adapter is hashed again at every attempt, so that what is recorded is
 	// what was migrated: content that changed since planning is the next
@@ -237,7 +238,9 @@ func (d *Daemon) resolveAdapter(ctx context.Context, ad Adapter) (string, error)
 }
 
 func (d *Daemon) snapshot(ctx context.Context, repo, commit, what string) (string, error) {
+	d.gc.downloads.RLock() // no snapshot collection meanwhile (gc.go)
 	dir, n, err := d.hub.Snapshot(ctx, repo, commit)
+	d.gc.downloads.RUnlock()
 	if err != nil {
 		return "", fmt.Errorf("download %s %s@%s: %w", what, repo, short(commit), err)
 	}

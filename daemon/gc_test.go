@@ -1,0 +1,182 @@
+package daemon
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lorasync/lorasync/convert"
+	"github.com/lorasync/lorasync/daemon/config"
+	"github.com/lorasync/lorasync/daemon/state"
+)
+
+// Which snapshots stay, case by case: a configured track's baseline and
+// each of its repos' latest version; both ends of pending, running and
+// failed jobs; nothing for done, parked, superseded and orphaned ones;
+// every snapshot of a track's repos while it was never polled; adapter
+// repos entirely; repos the state does not know are not the daemon's.
+func TestBaseSnapshotNeeds(t *testing.T) {
+	c := func(n byte) string { return strings.Repeat(string(rune('0'+n)), 40) }
+	cfg := &config.Config{Tracks: []config.Track{
+		{Name: "t", Base: config.RepoRef{Repo: "org/base"}, Adapters: []config.AdapterRef{{Repo: "acme/math"}}},
+		{Name: "new", Base: config.RepoRef{Repo: "org/fresh"}, Follow: config.Follow{Successors: []string{"org/fresh2"}}},
+	}}
+	snap := &state.Snapshot{
+		Tracks: []state.TrackState{
+			{Track: "t", BaseRepo: "org/base", BaselineCommit: c(0), Versions: []state.Version{
+				{Repo: "org/base", Commit: c(1)}, {Repo: "org/next", Commit: c(2)}, {Repo: "org/base", Commit: c(3)}}},
+			{Track: "gone", BaseRepo: "org/removed", BaselineCommit: c(9)},
+		},
+	}
+	job := func(commit string, st state.Status) state.Job {
+		return state.Job{Key: state.JobKey{Track: "t", Adapter: "a", BaseRepo: "org/base", BaseCommit: commit},
+			OldBaseRepo: "org/base", OldBaseCommit: c(0), Status: st}
+	}
+	snap.Jobs = []state.Job{job(c(4), state.Pending), job(c(5), state.Running), job(c(6), state.Failed),
+		job(c(1), state.Done), job(c(7), state.Parked), job(c(8), state.Superseded), job(strings.Repeat("e", 40), state.Orphaned)}
+	n := baseSnapshotNeeds(cfg, snap)
+	for _, tc := range []struct {
+		repo, commit, want string
+	}{
+		{"org/base", c(0), needBaseline},
+		{"org/base", c(3), needLatest},
+		{"org/next", c(2), needLatest},
+		{"org/base", c(1), ""}, // an older version, its job done
+		{"org/base", c(4), needJob},
+		{"org/base", c(5), needJob},
+		{"org/base", c(6), needJob},
+		{"org/base", c(7), ""},
+		{"org/base", c(8), ""},
+		{"org/base", strings.Repeat("e", 40), ""},
+		{"org/removed", c(9), ""}, // a track no longer configured
+		{"org/fresh", c(1), needUnpolled},
+		{"org/fresh2", c(1), needUnpolled},
+		{"acme/math", c(1), needAdapter},
+		{"someone/else", c(1), "not a base repo"},
+	} {
+		if got := n.why(tc.repo, tc.commit); got != tc.want {
+			t.Errorf("%s@%s: kept for %q, want %q", tc.repo, tc.commit[:1], got, tc.want)
+		}
+	}
+}
+
+// The daemon end to end (hub.Client against hubtest, the real converter)
+// with a converter cache bound far below one pair's analysis and a base
+// that moves twice: after each job the old version's snapshot goes and the
+// baseline and the latest version stay (the next adapter needs them), and
+// the converter's cache holds no more than its bound; the migrations are
+// pushed all the same.
+func TestE2ECachesCollectedAfterJobs(t *testing.T) {
+	h, srv := hubtestBed(t, oneAdapterTrack)
+	h.realConv = LoRASuite{Logger: slog.New(slog.DiscardHandler)}
+	h.writeConfig(oneAdapterTrack, "min_free_disk: 1KiB", "min_free_disk: 1KiB\ncache: {max_size: 1KB}")
+	m := makeModels(t)
+	c0 := seed(t, srv, "org/base", m.old)
+	seed(t, srv, "acme/math", m.adapter)
+	h.runOnce()
+	hubDir := filepath.Join(h.dir, "hf")
+	convDir := ConvertCacheDir(h.config())
+	snapshots := func() []string {
+		st, err := HubCacheUsage(hubDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range st.Repos {
+			if r.Repo == "org/base" {
+				for _, s := range r.Snapshots {
+					out = append(out, s.Commit)
+				}
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	var versions []string
+	for i, files := range []map[string][]byte{m.new, withVersion(m.new, "2")} {
+		c := seed(t, srv, "org/base", files)
+		versions = append(versions, c)
+		if err := h.runOnce().Err(); err != nil {
+			t.Fatal(err)
+		}
+		done := 0
+		for _, j := range h.jobs() {
+			if j.Status == state.Done {
+				done++
+			}
+		}
+		if done != i+1 {
+			t.Fatalf("round %d: %d jobs done, want %d: %+v", i, done, i+1, h.jobs())
+		}
+		want := []string{c0, c}
+		slices.Sort(want)
+		if got := snapshots(); !slices.Equal(got, want) {
+			t.Fatalf("round %d: base snapshots %v, want the baseline and the new version %v", i, got, want)
+		}
+		cs, err := convert.CacheUsage(convDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cs.TotalBytes() > 1000 {
+			t.Fatalf("round %d: converter cache %d bytes, bound 1KB: %+v", i, cs.TotalBytes(), cs)
+		}
+	}
+	// The first version's snapshot went, and a job for it would fetch it
+	// again: nothing of it is left half.
+	if _, err := os.Lstat(filepath.Join(hubDir, "models--org--base", "snapshots", versions[0])); err == nil {
+		t.Fatal("the superseded version's snapshot is still there")
+	}
+	if !strings.Contains(h.logs.String(), "removed base snapshots no job needs") {
+		t.Errorf("no log of the collection:\n%s", h.logs.String())
+	}
+}
+
+// withVersion returns files with a different config (another commit of the
+// same model: the weights blobs are shared with files').
+func withVersion(files map[string][]byte, v string) map[string][]byte {
+	out := map[string][]byte{}
+	for k, data := range files {
+		out[k] = data
+	}
+	out["generation_config.json"] = []byte(`{"version":"` + v + `"}`)
+	return out
+}
+
+// Run collects after every job, once the job's outcome is recorded, and
+// not before any job ended: a stale pair entry over cache.max_size stays
+// through the baseline poll and goes after the first migration.
+func TestRunCollectsAfterJobs(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	h.writeConfig(oneAdapterTrack, "min_free_disk: 1KiB", "min_free_disk: 1KiB\ncache: {max_size: 1KB}")
+	pair := filepath.Join(ConvertCacheDir(h.config()), "pairs", strings.Repeat("ab", 32)+".pair.safetensors")
+	if err := os.MkdirAll(filepath.Dir(pair), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pair, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	d := h.daemon(false)
+	running(t, d)
+	eventually(t, "track loop waiting", func() bool { return h.clock.pending() >= 1 })
+	h.clock.Advance(time.Minute)
+	eventually(t, "baseline recorded", func() bool { return h.hub.count("Head") >= 1 && h.clock.pending() >= 1 })
+	if _, err := os.Stat(pair); err != nil {
+		t.Fatalf("collected before any job ended: %v", err)
+	}
+	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h.clock.Advance(time.Hour + time.Minute)
+	eventually(t, "job recorded", func() bool {
+		js := h.jobs()
+		return len(js) == 1 && js[0].Status == state.Done
+	})
+	eventually(t, "converter cache pruned", func() bool {
+		_, err := os.Stat(pair)
+		return os.IsNotExist(err)
+	})
+}
