@@ -30,11 +30,13 @@ import (
 // the end of RunOnce); `lorasync cache prune` runs the same collection by
 // hand.
 
-// ConvertCacheDir is where the daemon keeps the converter's caches.
-func ConvertCacheDir(cfg *config.Config) string { return filepath.Join(cfg.CacheDir, "convert") }
+// ConvertCacheDir is where a daemon with this cache_dir keeps the
+// converter's caches.
+func ConvertCacheDir(cacheDir string) string { return filepath.Join(cacheDir, "convert") }
 
-// HubCacheDir is where the production Hub client downloads (Backends).
-func HubCacheDir(cfg *config.Config) string { return filepath.Join(cfg.CacheDir, "hub") }
+// HubCacheDir is where a daemon with this cache_dir downloads models
+// (Backends).
+func HubCacheDir(cacheDir string) string { return filepath.Join(cacheDir, "hub") }
 
 // Why a snapshot is kept (SnapshotUsage.Needed).
 const (
@@ -244,7 +246,7 @@ func (d *Daemon) collectCaches(ctx context.Context) {
 		return
 	}
 	cfg := d.Config()
-	o := CacheCollectOptions{Config: cfg, ConvertDir: ConvertCacheDir(cfg), MaxConvertBytes: int64(cfg.Cache.MaxSize), Logger: d.log}
+	o := CacheCollectOptions{Config: cfg, ConvertDir: ConvertCacheDir(cfg.CacheDir), MaxConvertBytes: int64(cfg.Cache.MaxSize), Logger: d.log}
 	if cfg.Cache.MaxSize == 0 {
 		o.MaxConvertBytes = -1
 	}

@@ -79,7 +79,7 @@ func TestE2ECachesCollectedAfterJobs(t *testing.T) {
 	seed(t, srv, "acme/math", m.adapter)
 	h.runOnce()
 	hubDir := filepath.Join(h.dir, "hf")
-	convDir := ConvertCacheDir(h.config())
+	convDir := ConvertCacheDir(h.config().CacheDir)
 	snapshots := func() []string {
 		st, err := HubCacheUsage(hubDir)
 		if err != nil {
@@ -152,7 +152,7 @@ func withVersion(files map[string][]byte, v string) map[string][]byte {
 func TestRunCollectsAfterJobs(t *testing.T) {
 	h := newHarness(t, oneAdapterTrack)
 	h.writeConfig(oneAdapterTrack, "min_free_disk: 1KiB", "min_free_disk: 1KiB\ncache: {max_size: 1KB}")
-	pair := filepath.Join(ConvertCacheDir(h.config()), "pairs", strings.Repeat("ab", 32)+".pair.safetensors")
+	pair := filepath.Join(ConvertCacheDir(h.config().CacheDir), "pairs", strings.Repeat("ab", 32)+".pair.safetensors")
 	if err := os.MkdirAll(filepath.Dir(pair), 0o755); err != nil {
 		t.Fatal(err)
 	}
