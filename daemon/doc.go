@@ -34,6 +34,10 @@
 //   - privacy.go: nothing pushed names a local directory (a local adapter
 //     is published as "local:<name>" and its content hash), checked once
 //     more on the files and commit text before every push.
+//   - gc.go, gc_hub.go, gc_remove.go: after every job, base snapshots no
+//     job needs leave the hub cache (in an order that keeps it readable
+//     whenever the process dies) and the converter's caches are pruned to
+//     cache.max_size.
 //   - reload.go: one reloadConfig, triggered by SIGHUP and by fsnotify on
 //     the config file's directory; drop-in directories are watched too.
 //   - observe.go: slog setup (JSON under systemd), Prometheus metrics on an
