@@ -63,7 +63,7 @@ type Daemon struct {
 
 	kickCh   chan struct{}
 	mu       sync.Mutex
-	inflight map[state.JobKey]string // running jobs -> the branch they push to (see targetOf)
+	inflight map[state.JobKey]*runningJob // see dispatch.go
 	workers  sync.WaitGroup
 
 	loopsMu      sync.Mutex
@@ -108,7 +108,7 @@ func New(opts Options) (*Daemon, error) {
 		localRevs: newRevMemo(),
 		gc:        newGCState(),
 		kickCh:    make(chan struct{}, 1),
-		inflight:  map[state.JobKey]string{},
+		inflight:  map[state.JobKey]*runningJob{},
 		loops:     map[string]*loop{},
 		notify:    newNotifier(),
 	}

@@ -81,9 +81,10 @@ func (d *Daemon) startRunnable(ctx context.Context, skip map[state.JobKey]bool) 
 			continue
 		}
 		tg := reg.targets(ad, j.Key.BaseRepo)
-		if busy := d.pushingTo(tg); busy != nil {
+		if k, r, busy := d.pushingTo(tg); busy {
 			d.log.Debug("job held back: a job pushing to the same target is running",
-				"job", j.Key.String(), "target", tg, "running", busy.String())
+				"job", j.Key.String(), "target", tg, "running", k.String())
+			d.stopIfSuperseded(k, r)
 			continue
 		}
 		if skip != nil {
@@ -109,24 +110,81 @@ func (d *Daemon) inflightCount() int {
 	return len(d.inflight)
 }
 
-// pushingTo returns the key of a running job that pushes to target (a
-// targetOf name), or nil if none does or target is "".
-func (d *Daemon) pushingTo(target string) *state.JobKey {
+// runningJob is a job in flight.
+type runningJob struct {
+	target string // the branch it pushes to (see targetOf)
+	tr     config.Track
+	ad     Adapter
+	// stop cancels the job, the cause saying why (see stopIfSuperseded).
+	stop     context.CancelCauseFunc
+	stopping bool // d.mu
+}
+
+// pushingTo returns a running job that pushes to target (a targetOf name),
+// if there is one; never for "".
+func (d *Daemon) pushingTo(target string) (state.JobKey, *runningJob, bool) {
 	if target == "" {
-		return nil
+		return state.JobKey{}, nil, false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for k, tg := range d.inflight {
-		if tg == target {
-			return &k
+	for k, r := range d.inflight {
+		if r.target == target {
+			return k, r, true
 		}
 	}
-	return nil
+	return state.JobKey{}, nil, false
+}
+
+// stopIfSuperseded stops running job k when it was superseded since it
+// started (by a newer commit of its base, a newer adapter revision, or a
+// newer base for its target): a job waits for its target, and would wait
+// for a conversion that ends with nothing pushed. A job in its push (it
+// holds the target's lock) is left alone: it passed its last supersede
+// check, and what it pushes is then older than the waiting job's.
+func (d *Daemon) stopIfSuperseded(k state.JobKey, r *runningJob) {
+	d.mu.Lock()
+	stopping := r.stopping
+	d.mu.Unlock()
+	if stopping {
+		return
+	}
+	why := d.checkSuperseded(r.tr, r.ad, state.Job{Key: k})
+	if !errors.Is(why, errSuperseded) {
+		return
+	}
+	unlock, ok := d.targets.tryLock(r.target)
+	if !ok {
+		return
+	}
+	defer unlock()
+	d.mu.Lock()
+	r.stopping = true
+	d.mu.Unlock()
+	d.log.Info("stopping a running job: it can no longer push", "job", k.String(), "reason", why.Error())
+	r.stop(why)
+}
+
+// tryLock takes key's lock if it is free; the returned func releases it.
+func (p *keyedLocks) tryLock(key string) (func(), bool) {
+	p.mu.Lock()
+	ch, ok := p.m[key]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		p.m[key] = ch
+	}
+	p.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, true
+	default:
+		return nil, false
+	}
 }
 
 // launch marks the job running and runs it in a worker goroutine; target
-// is the branch it pushes to (see targetOf).
+// is the branch it pushes to (see targetOf). A job stopped because it was
+// superseded (stopIfSuperseded) is recorded as superseded.
 func (d *Daemon) launch(ctx context.Context, cfg *config.Config, tr config.Track, ad Adapter, j state.Job, target string) bool {
 	now := d.clock.Now()
 	err := d.store.Update(func(tx *state.Tx) error {
@@ -145,8 +203,9 @@ func (d *Daemon) launch(ctx context.Context, cfg *config.Config, tr config.Track
 		d.storeFailed(err)
 		return false
 	}
+	jobCtx, stop := context.WithCancelCause(ctx)
 	d.mu.Lock()
-	d.inflight[j.Key] = target
+	d.inflight[j.Key] = &runningJob{target: target, tr: tr, ad: ad, stop: stop}
 	d.mu.Unlock()
 	d.refreshGauges()
 	d.workers.Add(1)
@@ -158,9 +217,13 @@ func (d *Daemon) launch(ctx context.Context, cfg *config.Config, tr config.Track
 			delete(d.inflight, j.Key)
 			d.mu.Unlock()
 		}()
+		defer stop(nil)
 		d.log.Info("job started", "job", j.Key.String(), "attempt", j.Attempts+1)
 		start := d.clock.Now()
-		out, err := d.runJob(ctx, cfg, tr, ad, j)
+		out, err := d.runJob(jobCtx, cfg, tr, ad, j)
+		if cause := context.Cause(jobCtx); err != nil && ctx.Err() == nil && errors.Is(cause, errSuperseded) {
+			err = cause
+		}
 		d.finish(ctx, cfg, out, err, d.clock.Now().Sub(start))
 	}()
 	return true

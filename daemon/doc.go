@@ -25,7 +25,9 @@
 //     runnable jobs, retries failures with backoff (jittered, capped, on an
 //     injected Clock) and parks a job after retry.max_attempts or at once
 //     on a Permanent error; one bad adapter never blocks the others. Two
-//     jobs that push to one branch never run at once.
+//     jobs that push to one branch never run at once; a running job that
+//     was superseded meanwhile is stopped when another waits for its
+//     branch.
 //   - pipeline.go: resolve -> download (free disk checked first) -> pair
 //     analysis + migrate (Converter) -> check output -> push -> record.
 //   - provenance.go: lorasync.json + model card; before every push the
