@@ -241,6 +241,10 @@ func (c *mlpCache) load(ctx context.Context, name string, want map[string]string
 		return uncached(err)
 	}
 	defer release()
+	// A long projection keeps marking its pair used, so that PruneCache,
+	// which removes least recently used pairs first, does not take it for
+	// an idle one.
+	touchUsed(pairPath(c.root, c.key))
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return uncached(err)
 	}
