@@ -23,10 +23,31 @@ type TrackReport struct {
 	NewJobs []state.JobKey `json:"new_jobs,omitempty"`
 	// Runnable jobs of the track after the poll (including NewJobs).
 	Runnable []state.JobKey `json:"runnable,omitempty"`
+	// Superseded are the jobs the poll's plan superseded (or, in a dry run,
+	// would), each with why: a newer base commit or adapter revision, or a
+	// newer base repo whose migration goes to the same target.
+	Superseded []SupersededJob `json:"superseded,omitempty"`
 	// Warnings did not stop the poll: a drop-in dir that could not be read,
 	// an adapter whose revision could not be resolved.
 	Warnings []string `json:"warnings,omitempty"`
 	Error    string   `json:"error,omitempty"`
+}
+
+// SupersededJob is a job a plan superseded, and why (its LastError).
+type SupersededJob struct {
+	Key state.JobKey `json:"key"`
+	Why string       `json:"why"`
+}
+
+// supersededIn lists the jobs plan p supersedes.
+func supersededIn(p trackPlan) []SupersededJob {
+	var out []SupersededJob
+	for _, j := range p.Changed {
+		if j.Status == state.Superseded {
+			out = append(out, SupersededJob{Key: j.Key, Why: j.LastError})
+		}
+	}
+	return out
 }
 
 // pollTrack discovers new versions of one track and records them together
@@ -86,10 +107,13 @@ func (d *Daemon) pollTrack(ctx context.Context, name string) TrackReport {
 		d.log.Warn("cannot resolve the adapter's revision; planning with the last one known", "track", name, "err", e)
 		rep.Warnings = append(rep.Warnings, e.Error())
 	}
+	var p trackPlan
 	if d.dryRun {
-		rep.NewJobs, rep.Runnable, err = d.planDry(tr, next, adapters, len(scanErrs) == 0, now)
+		p, rep.Runnable, err = d.planDry(tr, next, adapters, len(scanErrs) == 0, now)
+		for _, j := range p.Created {
+			rep.NewJobs = append(rep.NewJobs, j.Key)
+		}
 	} else {
-		var p trackPlan
 		err = d.store.Update(func(tx *state.Tx) error {
 			if err := tx.PutTrack(next); err != nil {
 				return err
@@ -111,6 +135,7 @@ func (d *Daemon) pollTrack(ctx context.Context, name string) TrackReport {
 		rep.Error = err.Error()
 		return rep
 	}
+	rep.Superseded = supersededIn(p)
 	d.metrics.LastSuccessfulPoll.WithLabelValues(name).Set(float64(now.Unix()))
 	for _, v := range found {
 		d.log.Info("new base version", "track", name, "repo", v.Repo, "commit", v.Commit, "why", v.Why)
@@ -163,23 +188,21 @@ func (d *Daemon) logPlan(p trackPlan) []state.JobKey {
 	return created
 }
 
-// planDry computes what planning would do, without writing.
-func (d *Daemon) planDry(tr config.Track, ts state.TrackState, adapters []Adapter, complete bool, now time.Time) (created, runnable []state.JobKey, err error) {
+// planDry computes what planning would do, without writing: the plan, and
+// the jobs runnable after it.
+func (d *Daemon) planDry(tr config.Track, ts state.TrackState, adapters []Adapter, complete bool, now time.Time) (p trackPlan, runnable []state.JobKey, err error) {
 	err = d.store.View(func(tx *state.Tx) error {
 		jobs, err := tx.Jobs(ts.Track)
 		if err != nil {
 			return err
 		}
-		p := planTrack(ts, adapters, complete, jobs, branchTargets(tr), now)
+		p = planTrack(ts, adapters, complete, jobs, branchTargets(tr), now)
 		after := map[state.JobKey]state.Job{}
 		for _, j := range jobs {
 			after[j.Key] = j
 		}
 		for _, j := range p.jobs() {
 			after[j.Key] = j
-		}
-		for _, j := range p.Created {
-			created = append(created, j.Key)
 		}
 		for _, j := range after {
 			if j.Runnable(now) {
@@ -189,7 +212,7 @@ func (d *Daemon) planDry(tr config.Track, ts state.TrackState, adapters []Adapte
 		slices.SortFunc(runnable, func(a, b state.JobKey) int { return strings.Compare(a.String(), b.String()) })
 		return nil
 	})
-	return created, runnable, err
+	return p, runnable, err
 }
 
 // replan plans every track again from the recorded state, without asking

@@ -60,7 +60,21 @@ func TestRunOnceSharedTargetMigratesNewestBaseOnly(t *testing.T) {
 	h.runOnce()
 	h.hub.commit("org/base-2", "main", baseFiles("v2"))
 	c3 := h.hub.commit("org/base-3", "main", baseFiles("v3"))
-	h.runOnce()
+	// `lorasync run --dry-run`, then `lorasync run`: both report the one job
+	// planned and why base-2's is not run.
+	dry, err := h.daemon(true).RunOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rep := range []*Report{dry, h.runOnce()} {
+		tr := rep.Tracks[0]
+		if len(tr.NewJobs) != 1 || tr.NewJobs[0].BaseRepo != "org/base-3" {
+			t.Errorf("dry run %v: new jobs %v, want base-3's only", rep.DryRun, tr.NewJobs)
+		}
+		if len(tr.Superseded) != 1 || tr.Superseded[0].Key.BaseRepo != "org/base-2" || !strings.Contains(tr.Superseded[0].Why, "org/base-3@"+c3[:12]) {
+			t.Errorf("dry run %v: superseded %+v, want base-2's, by org/base-3", rep.DryRun, tr.Superseded)
+		}
+	}
 
 	if j := h.jobFor("acme/math", "org/base-3"); j.Status != state.Done {
 		t.Errorf("base-3 job = %+v, want done", j)
