@@ -173,11 +173,11 @@ func CollectCaches(ctx context.Context, o CacheCollectOptions) (*CacheCollectRep
 				continue
 			}
 			if o.DryRun {
-				for _, s := range rep.Snapshots {
-					if s.Repo == r.Repo {
-						rep.SnapshotBytes += s.UniqueBytes
-					}
+				n, err := freedBy(o.HubDir, r.Repo, drop)
+				if err != nil {
+					return nil, err
 				}
+				rep.SnapshotBytes += n
 				continue
 			}
 			freed, err := removeSnapshots(ctx, o.HubDir, r.Repo, drop)

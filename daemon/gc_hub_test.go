@@ -128,12 +128,16 @@ func TestRemoveSnapshotsKeepsTheRestReadable(t *testing.T) {
 			t.Errorf("snapshot %s: %+v", s.Commit[:8], s)
 		}
 	}
+	planned, err := freedBy(b.root, "org/base", b.commits[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
 	freed, err := removeSnapshots(context.Background(), b.root, "org/base", b.commits[:2])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if freed != 400 {
-		t.Errorf("freed %d bytes, want the two 200-byte weights", freed)
+	if freed != 400 || planned != freed {
+		t.Errorf("freed %d bytes (a dry run says %d), want the two 200-byte weights", freed, planned)
 	}
 	if got := b.checkConsistent(t, "after"); got[0] || got[1] || !got[2] {
 		t.Fatalf("present after removal: %v, want only the newest", got)

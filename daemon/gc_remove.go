@@ -87,21 +87,7 @@ func removeSnapshots(ctx context.Context, root, repo string, drop []string) (int
 	if err := gcStep("snapshots removed"); err != nil {
 		return 0, err
 	}
-	keep := map[string]bool{}
-	for c, etags := range rf.links {
-		if !gone[c] {
-			for _, e := range etags {
-				keep[e] = true
-			}
-		}
-	}
-	for c, etags := range rf.listed {
-		if !gone[c] {
-			for _, e := range etags {
-				keep[e] = true
-			}
-		}
-	}
+	keep := rf.keptBlobs(gone)
 	var freed int64
 	for e, size := range rf.blobs {
 		if keep[e] {
@@ -129,6 +115,42 @@ func removeSnapshots(ctx context.Context, root, repo string, drop []string) (int
 		unlock()
 	}
 	return freed, nil
+}
+
+// keptBlobs are the blobs that the snapshots not in gone link or list.
+func (rf *repoFolder) keptBlobs(gone map[string]bool) map[string]bool {
+	keep := map[string]bool{}
+	for _, m := range []map[string][]string{rf.links, rf.listed} {
+		for c, etags := range m {
+			if !gone[c] {
+				for _, e := range etags {
+					keep[e] = true
+				}
+			}
+		}
+	}
+	return keep
+}
+
+// freedBy is what removeSnapshots(drop) would free: the bytes of the blobs
+// that only the dropped snapshots link or list.
+func freedBy(root, repo string, drop []string) (int64, error) {
+	rf, err := scanRepoFolder(root, repo)
+	if err != nil {
+		return 0, err
+	}
+	gone := map[string]bool{}
+	for _, c := range drop {
+		gone[c] = true
+	}
+	keep := rf.keptBlobs(gone)
+	var n int64
+	for e, size := range rf.blobs {
+		if !keep[e] {
+			n += size
+		}
+	}
+	return n, nil
 }
 
 // removeBlob removes blobs/<etag> unless a download holds its lock.
