@@ -344,3 +344,38 @@ func TestPruneCacheStale(t *testing.T) {
 		t.Fatalf("format 1 file still there: %v", err)
 	}
 }
+
+// TestPruneSkipsEntryInUse prunes the whole cache while a conversion that
+// found its pair cached is between the analysis and the MLP operators: the
+// entry is in use, so the prune leaves it, and the conversion reads every
+// operator from the cache.
+func TestPruneSkipsEntryInUse(t *testing.T) {
+	dir, old, _, _ := fixture(t, synth.UpgradeSpec{Hidden: 40, Layers: 4, Intermediate: 56, Seed: 9})
+	ctx := context.Background()
+	o := opts(dir)
+	o.Adapter = mlpAdapter(t, dir, old.Config, 4)
+	o.Out = filepath.Join(dir, "out-first")
+	if _, err := Convert(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	var pruned *PruneResult
+	testHookAfterPair = func() {
+		var err error
+		if pruned, err = PruneCache(ctx, o.CacheDir, PruneOptions{MaxBytes: 0}); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { testHookAfterPair = nil }()
+	o.Out = filepath.Join(dir, "out-second")
+	res, err := Convert(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pruned == nil || len(pruned.Removed) != 0 || len(pruned.InUse) != 1 {
+		t.Fatalf("prune during the conversion: %+v, want the one entry in use and kept", pruned)
+	}
+	if mt := res.Provenance.Timings.MLPOperators; mt.Computed != 0 || mt.Cached != 3*old.Config.Layers {
+		t.Errorf("MLP operators %+v, want all %d from the cache", mt, 3*old.Config.Layers)
+	}
+	sameModules(t, "out-second", filepath.Join(dir, "out-first"), o.Out)
+}

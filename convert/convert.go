@@ -68,6 +68,17 @@ func Convert(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.CacheDir != "" {
+		// Hold the pair's cache entry for the rest of the conversion, so that
+		// a prune does not remove the MLP operators it is about to read.
+		// Without the lock the conversion still works (recomputing them).
+		if release, err := lockEntry(ctx, o.CacheDir, pair.Key, true); err == nil {
+			defer release()
+		}
+	}
+	if testHookAfterPair != nil {
+		testHookAfterPair()
+	}
 	projStart := time.Now()
 	out, dropped, mlpTimings, err := project(ctx, pair, ad, old, nw, o)
 	if err != nil {
@@ -175,3 +186,7 @@ func provenance(o Options, old, nw *model, adID string, pair *Pair, cached bool)
 	p.Timings = Timings{PairCached: cached, TransferSeconds: pair.TransferSeconds, LayersSeconds: pair.LayersSeconds}
 	return p
 }
+
+// testHookAfterPair, when set by tests, runs once the pair analysis is in
+// hand and its cache entry held, before the adapter is projected.
+var testHookAfterPair func()
