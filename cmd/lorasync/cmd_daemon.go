@@ -274,6 +274,13 @@ func printReport(w io.Writer, rep *daemon.Report) {
 		for _, k := range t.NewJobs {
 			fmt.Fprintf(w, "  %s: %s\n", verb, k)
 		}
+		sverb := "superseded"
+		if rep.DryRun {
+			sverb = "would supersede"
+		}
+		for _, j := range t.Superseded {
+			fmt.Fprintf(w, "  %s: %s (%s)\n", sverb, j.Key, j.Why)
+		}
 		if rep.DryRun {
 			for _, k := range t.Runnable {
 				fmt.Fprintf(w, "  would run: %s\n", k)

@@ -154,12 +154,14 @@ tracks:
 func TestPrintReport(t *testing.T) {
 	key := state.JobKey{Track: "qwen", Adapter: "hub:acme/z@main", BaseRepo: "Qwen/b", BaseCommit: "c1"}
 	rep := &daemon.Report{
-		Tracks: []daemon.TrackReport{{Track: "qwen", Baseline: "c0", Warnings: []string{"drop-in dir /srv/adapters: permission denied"}}},
+		Tracks: []daemon.TrackReport{{Track: "qwen", Baseline: "c0", Warnings: []string{"drop-in dir /srv/adapters: permission denied"},
+			Superseded: []daemon.SupersededJob{{Key: key, Why: "superseded by Qwen/c@c2: a newer base"}}}},
 		Jobs:   []state.Job{{Key: key, Status: state.Orphaned, LastError: "adapter removed from track qwen"}},
 	}
 	var b strings.Builder
 	printReport(&b, rep)
-	for _, want := range []string{"warning: drop-in dir /srv/adapters: permission denied", "orphaned: adapter removed from track qwen"} {
+	for _, want := range []string{"warning: drop-in dir /srv/adapters: permission denied", "orphaned: adapter removed from track qwen",
+		"superseded: " + key.String() + " (superseded by Qwen/c@c2: a newer base)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, b.String())
 		}

@@ -26,8 +26,10 @@ const (
 	Done    Status = "done"
 	Failed  Status = "failed"
 	Parked  Status = "parked"
-	// Superseded jobs were overtaken by a newer version of the same repo;
-	// pushing them would overwrite a newer migration with an older one.
+	// Superseded jobs were overtaken by a newer job for the same target: a
+	// newer commit of the same base repo, a newer revision of the adapter,
+	// or a newer base repo whose migration goes to the same branch. Pushing
+	// them would overwrite a newer migration with an older one.
 	Superseded Status = "superseded"
 	// Orphaned jobs were waiting when their track was removed from the
 	// config or their adapter from the track. They never run; Job.Orphan
