@@ -156,7 +156,7 @@ func TestPrintReport(t *testing.T) {
 	rep := &daemon.Report{
 		Tracks: []daemon.TrackReport{{Track: "qwen", Baseline: "c0", Warnings: []string{"drop-in dir /srv/adapters: permission denied"},
 			Superseded: []daemon.SupersededJob{{Key: key, Why: "superseded by Qwen/c@c2: a newer base"}}}},
-		Jobs:   []state.Job{{Key: key, Status: state.Orphaned, LastError: "adapter removed from track qwen"}},
+		Jobs: []state.Job{{Key: key, Status: state.Orphaned, LastError: "adapter removed from track qwen"}},
 	}
 	var b strings.Builder
 	printReport(&b, rep)
