@@ -205,3 +205,23 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// localAdapterHarness is a harness with one track following org/base's
+// commits with the local adapter dir (written with adapterFiles(8)) and
+// targets "{adapter}-{base_name}": its baseline (v0) has been polled, and a
+// new base commit (v1, returned) waits for the next run.
+func localAdapterHarness(t *testing.T, adapter string) (*harness, string) {
+	t.Helper()
+	h := newHarness(t, `
+tracks:
+  - name: t
+    base: {repo: org/base}
+    follow: {commits: true}
+    adapters: [{path: `+adapter+`}]
+    target: {repo_template: "{adapter}-{base_name}", owner: acme}
+`)
+	writeAdapterDir(t, adapter, adapterFiles(8))
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.runOnce()
+	return h, h.hub.commit("org/base", "main", baseFiles("v1"))
+}

@@ -187,18 +187,7 @@ func TestPublicConvertRecord(t *testing.T) {
 // before anything is pushed.
 func TestPushRefusedWhenOutputNamesLocalPath(t *testing.T) {
 	adapter := filepath.Join(t.TempDir(), "math")
-	h := newHarness(t, `
-tracks:
-  - name: t
-    base: {repo: org/base}
-    follow: {commits: true}
-    adapters: [{path: `+adapter+`}]
-    target: {repo_template: "{adapter}-{base_name}", owner: acme}
-`)
-	writeAdapterDir(t, adapter, adapterFiles(8))
-	h.hub.commit("org/base", "main", baseFiles("v0"))
-	h.runOnce()
-	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h, _ := localAdapterHarness(t, adapter)
 	h.conv.onConvert = func(req ConvertRequest) {
 		os.MkdirAll(req.OutDir, 0o755)
 		os.WriteFile(filepath.Join(req.OutDir, "notes.txt"), []byte("trained from "+req.AdapterDir), 0o644)
@@ -217,18 +206,7 @@ tracks:
 // provenance names the adapter's path) is still recognised: no second push.
 func TestReconcileRecognisesPathNamedProvenance(t *testing.T) {
 	adapter := filepath.Join(t.TempDir(), "math")
-	h := newHarness(t, `
-tracks:
-  - name: t
-    base: {repo: org/base}
-    follow: {commits: true}
-    adapters: [{path: `+adapter+`}]
-    target: {repo_template: "{adapter}-{base_name}", owner: acme}
-`)
-	writeAdapterDir(t, adapter, adapterFiles(8))
-	h.hub.commit("org/base", "main", baseFiles("v0"))
-	h.runOnce()
-	c1 := h.hub.commit("org/base", "main", baseFiles("v1"))
+	h, c1 := localAdapterHarness(t, adapter)
 	rev, err := hashDir(adapter)
 	if err != nil {
 		t.Fatal(err)

@@ -94,18 +94,7 @@ func TestHubAdapterNewCommitMigratedAgain(t *testing.T) {
 
 func TestLocalAdapterContentChangeMigratedAgain(t *testing.T) {
 	adapter := filepath.Join(t.TempDir(), "adapters", "math")
-	h := newHarness(t, `
-tracks:
-  - name: t
-    base: {repo: org/base}
-    follow: {commits: true}
-    adapters: [{path: `+adapter+`}]
-    target: {repo_template: "{adapter}-{base_name}", owner: acme}
-`)
-	writeAdapterDir(t, adapter, adapterFiles(8))
-	h.hub.commit("org/base", "main", baseFiles("v0"))
-	h.runOnce()
-	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h, _ := localAdapterHarness(t, adapter)
 	h.runOnce()
 	first := h.job("math")
 	if first.Status != state.Done || !strings.HasPrefix(first.AdapterCommit, "sha256:") || h.hub.uploadCount() != 1 {
@@ -294,18 +283,7 @@ tracks:
 // content's job, planned at once, migrates it.
 func TestLocalAdapterChangedAfterPlanning(t *testing.T) {
 	adapter := filepath.Join(t.TempDir(), "math")
-	h := newHarness(t, `
-tracks:
-  - name: t
-    base: {repo: org/base}
-    follow: {commits: true}
-    adapters: [{path: `+adapter+`}]
-    target: {repo_template: "{adapter}-{base_name}", owner: acme}
-`)
-	writeAdapterDir(t, adapter, adapterFiles(8))
-	h.hub.commit("org/base", "main", baseFiles("v0"))
-	h.runOnce()
-	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h, _ := localAdapterHarness(t, adapter)
 	d := h.daemon(false)
 	ctx := context.Background()
 	if rep := d.pollTrack(ctx, "t"); len(rep.NewJobs) != 1 {
