@@ -264,7 +264,15 @@ func (d *Daemon) collectCaches(ctx context.Context) {
 			d.log.Debug("downloads under way; base snapshots are collected after a later job")
 		}
 	}
-	if _, err := CollectCaches(ctx, o); err != nil && ctx.Err() == nil {
+	rep, err := CollectCaches(ctx, o)
+	if rep != nil {
+		d.metrics.CacheRemovedBytes.WithLabelValues("base_snapshots").Add(float64(rep.SnapshotBytes))
+		if c := rep.Convert; c != nil {
+			d.metrics.CacheRemovedBytes.WithLabelValues("convert").Add(float64(max(c.Before-c.After, 0)))
+			d.metrics.ConvertCacheBytes.Set(float64(c.After))
+		}
+	}
+	if err != nil && ctx.Err() == nil {
 		d.log.Warn("cache collection failed; tried again after the next job", "err", err)
 	}
 }

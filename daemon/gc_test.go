@@ -12,6 +12,7 @@ import (
 	"github.com/lorasync/lorasync/convert"
 	"github.com/lorasync/lorasync/daemon/config"
 	"github.com/lorasync/lorasync/daemon/state"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Which snapshots stay, case by case: a configured track's baseline and
@@ -179,4 +180,12 @@ func TestRunCollectsAfterJobs(t *testing.T) {
 		_, err := os.Stat(pair)
 		return os.IsNotExist(err)
 	})
+	// The stale 4 KiB entry shows in the metrics once the pass that removed
+	// it has recorded its report.
+	eventually(t, "collection counted", func() bool {
+		return testutil.ToFloat64(d.metrics.CacheRemovedBytes.WithLabelValues("convert")) >= 4096
+	})
+	if got := testutil.ToFloat64(d.metrics.ConvertCacheBytes); got > 1000 {
+		t.Errorf("lorasync_convert_cache_bytes = %g after pruning to 1 KB", got)
+	}
 }

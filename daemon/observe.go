@@ -73,6 +73,12 @@ type Metrics struct {
 	ConfigReloadOK prometheus.Gauge
 	// ConfigReloadTime is the Unix time of the last successful load.
 	ConfigReloadTime prometheus.Gauge
+	// CacheRemovedBytes counts bytes the cache collection freed, by kind:
+	// base_snapshots (Hub cache) or convert (pair analyses, MLP operators).
+	CacheRemovedBytes *prometheus.CounterVec
+	// ConvertCacheBytes is the converter's cache size after the last
+	// collection.
+	ConvertCacheBytes prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -105,9 +111,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		ConfigReloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lorasync_config_last_reload_success_timestamp_seconds", Help: "Unix time of the last successful configuration reload.",
 		}),
+		CacheRemovedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lorasync_cache_removed_bytes_total", Help: "Bytes freed by cache collection, by kind (base_snapshots, convert).",
+		}, []string{"kind"}),
+		ConvertCacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lorasync_convert_cache_bytes", Help: "Size of the converter's cache (pair analyses, MLP operators) after the last collection.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.Jobs, m.JobDuration, m.DownloadedBytes, m.Pushes,
-		m.LastSuccessfulPoll, m.PollErrors, m.ConfigReloadOK, m.ConfigReloadTime} {
+		m.LastSuccessfulPoll, m.PollErrors, m.ConfigReloadOK, m.ConfigReloadTime, m.CacheRemovedBytes, m.ConvertCacheBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -117,6 +129,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	for _, k := range []string{"pushed", "reconciled", "unchanged"} {
 		m.Pushes.WithLabelValues(k)
+	}
+	for _, k := range []string{"base_snapshots", "convert"} {
+		m.CacheRemovedBytes.WithLabelValues(k)
 	}
 	return m, nil
 }
