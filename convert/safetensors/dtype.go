@@ -41,6 +41,9 @@ var (
 	ErrDType = errors.New("unsupported dtype")
 	// ErrNotFound is wrapped when a Reader has no tensor of the requested name.
 	ErrNotFound = errors.New("tensor not found")
+	// ErrChanged is wrapped when reading a mapped file faults because the
+	// file shrank after it was opened (truncated or rewritten in place).
+	ErrChanged = errors.New("file changed after it was opened")
 )
 
 // Size is the width of one element in bytes, or 0 for an unknown dtype.

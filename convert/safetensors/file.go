@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"runtime/debug"
 
 	"github.com/edsrzf/mmap-go"
 )
@@ -157,15 +158,36 @@ func (f *File) rows(in Info, lo, hi int) ([]float32, error) {
 }
 
 // rowsInto converts rows lo..hi-1 of in into dst, (hi-lo) x rowLen(in) long.
-func (f *File) rowsInto(dst []float32, in Info, lo, hi int) error {
+func (f *File) rowsInto(dst []float32, in Info, lo, hi int) (err error) {
 	cols := rowLen(in)
 	size := in.DType.Size()
 	start := f.h.data + in.Begin + int64(lo*cols*size)
 	src := f.m[start : start+int64((hi-lo)*cols*size)]
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer catchFault(&err, f.path, in.Name)
 	if err := decodeFloat32(dst, src, in.DType); err != nil {
 		return fmt.Errorf("safetensors: %s: tensor %q: %w", f.path, in.Name, err)
 	}
 	return nil
+}
+
+// catchFault, deferred by a reader of the mapping, turns a memory fault
+// there into an ErrChanged error naming the file and tensor. Pages of a
+// mapping past the end of its file fault with SIGBUS, which would otherwise
+// kill the process: a checkpoint truncated or rewritten in place while a
+// conversion reads it must end that conversion with an error, not the
+// daemon. Faults become panics only on goroutines that ask for it, so the
+// reader's goroutine is switched to that mode until it returns.
+func catchFault(err *error, path, tensor string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if fault, ok := r.(interface{ Addr() uintptr }); ok {
+		*err = fmt.Errorf("safetensors: %s: tensor %q: %w (reading its mapping faulted: %v)", path, tensor, ErrChanged, fault)
+		return
+	}
+	panic(r)
 }
 
 // rowCount is the length of the first dimension (1 for a scalar).
