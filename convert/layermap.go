@@ -72,7 +72,11 @@ func layerMap(ctx context.Context, old, new *model, lm layerMapSpec, o Options, 
 		pairs, err = dpOver(lm.sim)
 	case LayerMapCKA:
 		start := time.Now()
-		res, cerr := ckaSimilarity(ctx, old, new, lm.lines)
+		var progress func(done, total int)
+		if o.Progress != nil {
+			progress = func(done, total int) { o.Progress("cka", done, total) }
+		}
+		res, cerr := ckaSimilarity(ctx, old, new, lm.lines, progress)
 		if cerr != nil {
 			return nil, fmt.Errorf("convert: cka layer map: %w", cerr)
 		}
@@ -109,8 +113,8 @@ func autoLayerMap(old, new *model) (kind, reason string) {
 }
 
 // ckaSimilarity runs both models on the calibration lines and returns the
-// L_old x L_new linear-CKA matrix.
-func ckaSimilarity(ctx context.Context, old, new *model, lines []string) (*cka.Result, error) {
+// L_old x L_new linear-CKA matrix, telling progress (if set) of each layer.
+func ckaSimilarity(ctx context.Context, old, new *model, lines []string, progress func(done, total int)) (*cka.Result, error) {
 	if !old.hasTokenizer() || !new.hasTokenizer() {
 		return nil, fmt.Errorf("both models need a tokenizer.json to encode the calibration text")
 	}
@@ -133,7 +137,7 @@ func ckaSimilarity(ctx context.Context, old, new *model, lines []string) (*cka.R
 	return cka.Similarity(ctx,
 		cka.Side{Model: fo, Layers: old.cfg.Layers, Tokenizer: ot},
 		cka.Side{Model: fn, Layers: new.cfg.Layers, Tokenizer: nt},
-		cka.Options{Lines: lines})
+		cka.Options{Lines: lines, Progress: progress})
 }
 
 func dpOver(sim [][]float64) ([]lorasuite.LayerPair, error) {

@@ -3,6 +3,7 @@ package convert
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -46,9 +47,20 @@ func TestCKARecoversRandomLayerPlacement(t *testing.T) {
 	dir, old, nw, truth := fixture(t, synth.UpgradeSpec{Hidden: 48, Layers: 7, Intermediate: 56, ExtraVocab: 30, Rotate: true, RandomLayers: true, Seed: 41})
 	o := opts(dir)
 	o.LayerMap, o.Calibration = LayerMapAuto, calibrationFile(t, dir)
+	var calls []string // stage:done/total, in order
+	o.Progress = func(stage string, done, total int) { calls = append(calls, fmt.Sprintf("%s:%d/%d", stage, done, total)) }
 	res, err := Convert(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Progress: every layer of both calibration passes (3 old + 7 new), in
+	// order, before the layer-pair analysis.
+	var want []string
+	for i := 1; i <= 10; i++ {
+		want = append(want, fmt.Sprintf("cka:%d/10", i))
+	}
+	if len(calls) < 11 || !slices.Equal(calls[:10], want) || !strings.HasPrefix(calls[10], "layers:") {
+		t.Errorf("progress calls %v, want %v then the layer pairs", calls, want)
 	}
 	p := res.Provenance
 	if p.Options.LayerMap != LayerMapCKA || p.CKA == nil || p.CKA.Lines != 12 {

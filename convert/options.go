@@ -57,7 +57,9 @@ type Options struct {
 	Inputs map[string]string
 
 	Logger *slog.Logger
-	// Progress, if set, is told about long stages: ("layers", done, total).
+	// Progress, if set, is told about long stages: ("cka", done, total)
+	// after each decoder layer of the two calibration forward passes, then
+	// ("layers", done, total) after each analysed layer pair.
 	Progress func(stage string, done, total int)
 }
 

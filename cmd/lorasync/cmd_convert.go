@@ -61,6 +61,17 @@ func init() {
 	rootCmd.AddCommand(convertCmd)
 }
 
+// stageDescription labels a convert.Options.Progress stage for the bar.
+func stageDescription(stage string) string {
+	switch stage {
+	case "cka":
+		return "calibration forward passes (layers)"
+	case "layers":
+		return "analysing layer pairs"
+	}
+	return stage
+}
+
 // logLinalg records the linear-algebra backend and kernels (they set the
 // speed of a conversion) and warns when OPENBLAS_CORETYPE holds OpenBLAS
 // below what the CPU can do.
@@ -93,11 +104,16 @@ func runConvert(cmd *cobra.Command, _ []string) error {
 	logLinalg(o.Logger)
 	var bar *progressbar.ProgressBar
 	if isTerminal(cmd.ErrOrStderr()) {
+		barStage := ""
 		o.Progress = func(stage string, done, total int) {
-			if bar == nil {
+			if bar == nil || stage != barStage {
+				if bar != nil {
+					bar.Finish()
+				}
 				bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(cmd.ErrOrStderr()),
-					progressbar.OptionSetDescription("analysing layer pairs"), progressbar.OptionShowCount(),
+					progressbar.OptionSetDescription(stageDescription(stage)), progressbar.OptionShowCount(),
 					progressbar.OptionClearOnFinish())
+				barStage = stage
 			}
 			bar.Set(done)
 		}

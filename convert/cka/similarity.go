@@ -24,6 +24,9 @@ type Options struct {
 	Pool       Pooling
 	MaxSamples int // cap on token-position samples (PoolTokens)
 	MaxTokens  int // each line is truncated to this many tokens
+	// Progress, if set, is called after each decoder layer of either
+	// forward pass (old model first): done of total = L_old + L_new layers.
+	Progress func(done, total int)
 }
 
 // DefaultMaxTokens truncates calibration lines (most are far shorter).
@@ -81,7 +84,7 @@ func Similarity(ctx context.Context, old, new Side, opts Options) (*Result, erro
 	default:
 		return nil, fmt.Errorf("cka: unknown pooling %d", pool)
 	}
-	sim, n, err := SimilarityOfSeqs(ctx, old.Model, old.Layers, oseqs, new.Model, new.Layers, nseqs, pool, maxSamples)
+	sim, n, err := similarityOfSeqs(ctx, old.Model, old.Layers, oseqs, new.Model, new.Layers, nseqs, pool, maxSamples, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -92,6 +95,20 @@ func Similarity(ctx context.Context, old, new Side, opts Options) (*Result, erro
 // (oseqs[k] and nseqs[k] being the same text). It returns the matrix and the
 // number of samples n.
 func SimilarityOfSeqs(ctx context.Context, om Walker, oLayers int, oseqs [][]int, nm Walker, nLayers int, nseqs [][]int, pool Pooling, maxSamples int) (*mat.Dense, int, error) {
+	return similarityOfSeqs(ctx, om, oLayers, oseqs, nm, nLayers, nseqs, pool, maxSamples, nil)
+}
+
+// similarityOfSeqs is SimilarityOfSeqs reporting each layer done to progress
+// (nil for none).
+func similarityOfSeqs(ctx context.Context, om Walker, oLayers int, oseqs [][]int, nm Walker, nLayers int, nseqs [][]int, pool Pooling, maxSamples int,
+	progress func(done, total int)) (*mat.Dense, int, error) {
+	done := 0
+	step := func() {
+		done++
+		if progress != nil {
+			progress(done, oLayers+nLayers)
+		}
+	}
 	if len(oseqs) != len(nseqs) {
 		return nil, 0, fmt.Errorf("cka: %d old sequences but %d new", len(oseqs), len(nseqs))
 	}
@@ -103,6 +120,7 @@ func SimilarityOfSeqs(ctx context.Context, om Walker, oLayers int, oseqs [][]int
 	err := eachLayer(ctx, om, oseqs, oLayers, pool, maxSamples, func(l int, x *mat.Dense) error {
 		n, _ = x.Dims()
 		grams[l] = normGram(x)
+		step()
 		return nil
 	})
 	if err != nil {
@@ -124,6 +142,7 @@ func SimilarityOfSeqs(ctx context.Context, om Walker, oLayers int, oseqs [][]int
 			}
 			sim.Set(i, j, v)
 		}
+		step()
 		return nil
 	})
 	if err != nil {
