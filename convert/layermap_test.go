@@ -48,7 +48,9 @@ func TestCKARecoversRandomLayerPlacement(t *testing.T) {
 	o := opts(dir)
 	o.LayerMap, o.Calibration = LayerMapAuto, calibrationFile(t, dir)
 	var calls []string // stage:done/total, in order
-	o.Progress = func(stage string, done, total int) { calls = append(calls, fmt.Sprintf("%s:%d/%d", stage, done, total)) }
+	o.Progress = func(stage string, done, total int) {
+		calls = append(calls, fmt.Sprintf("%s:%d/%d", stage, done, total))
+	}
 	res, err := Convert(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
