@@ -8,6 +8,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/lorasync/lorasync/convert"
@@ -37,7 +38,29 @@ func convertOptions(req ConvertRequest, log *slog.Logger) convert.Options {
 			"new_base": req.NewBaseRepo + "@" + req.NewBaseCommit,
 			"adapter":  req.AdapterID + "@" + req.AdapterCommit,
 		},
-		Logger: log,
+		Logger:   log,
+		Progress: progressLog(log),
+	}
+}
+
+// progressLog logs a conversion's long stages (the CKA calibration passes,
+// the layer-pair analysis: minutes each on large bases) at each quarter, so
+// an operator following the journal sees a job advance.
+func progressLog(log *slog.Logger) func(stage string, done, total int) {
+	var mu sync.Mutex
+	last := map[string]int{} // stage -> quarters logged
+	return func(stage string, done, total int) {
+		if total <= 0 {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		q := 4 * done / total
+		if q <= last[stage] {
+			return
+		}
+		last[stage] = q
+		log.Info("conversion progress", "stage", stage, "done", done, "total", total)
 	}
 }
 

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -155,5 +157,28 @@ func TestConvertErrorClasses(t *testing.T) {
 	full := fmt.Errorf("convert: write %s: %w", dir, &os.PathError{Op: "write", Path: dir, Err: syscall.ENOSPC})
 	if !transientIO(full) || transientIO(errors.New("peft: bad adapter")) {
 		t.Fatal("transientIO misclassifies")
+	}
+}
+
+// TestProgressLog: a conversion's stages are logged at each quarter done,
+// once per quarter, per stage.
+func TestProgressLog(t *testing.T) {
+	var buf bytes.Buffer
+	p := progressLog(slog.New(slog.NewTextHandler(&buf, nil)))
+	for i := 1; i <= 10; i++ {
+		p("cka", i, 10)
+	}
+	p("layers", 1, 2)
+	p("layers", 1, 2) // again: nothing new
+	p("layers", 2, 2)
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		_, rest, _ := strings.Cut(line, "stage=")
+		got = append(got, rest)
+	}
+	want := []string{"cka done=3 total=10", "cka done=5 total=10", "cka done=8 total=10", "cka done=10 total=10",
+		"layers done=1 total=2", "layers done=2 total=2"}
+	if !slices.Equal(got, want) {
+		t.Errorf("logged %q, want %q", got, want)
 	}
 }
