@@ -169,7 +169,7 @@ func CollectCaches(ctx context.Context, o CacheCollectOptions) (*CacheCollectRep
 					rep.Snapshots = append(rep.Snapshots, s)
 				}
 			}
-			if len(drop) == 0 {
+			if len(drop) == 0 && r.Leftovers == 0 {
 				continue
 			}
 			if o.DryRun {
@@ -185,7 +185,11 @@ func CollectCaches(ctx context.Context, o CacheCollectOptions) (*CacheCollectRep
 			if err != nil {
 				return rep, err
 			}
-			log.Info("removed base snapshots no job needs", "repo", r.Repo, "commits", drop, "freed_bytes", freed)
+			if len(drop) > 0 {
+				log.Info("removed base snapshots no job needs", "repo", r.Repo, "commits", drop, "freed_bytes", freed)
+			} else {
+				log.Info("removed what an interrupted collection left", "repo", r.Repo, "freed_bytes", freed)
+			}
 		}
 	}
 	if o.ConvertDir != "" {

@@ -61,6 +61,11 @@ type HubRepoUsage struct {
 	BlobBytes     int64 `json:"blob_bytes"`
 	UnlinkedBytes int64 `json:"unlinked_bytes"`
 	StaleBytes    int64 `json:"stale_bytes"`
+	// Leftovers count what an interrupted collection left besides blobs:
+	// snapshots in the trash, and listings (trees/<commit>.json,
+	// .no_exist/<commit>) of snapshots no longer there, which would keep
+	// naming their blobs. The next collection removes them.
+	Leftovers int `json:"leftovers,omitempty"`
 }
 
 // HubCacheStats is what a hub cache root holds, by model repo.
@@ -79,6 +84,11 @@ type repoFolder struct {
 	refs      map[string][]string // commit -> refs naming it
 	listed    map[string][]string // commit -> etags of trees/<commit>.json
 	trash     []string
+	// strays are commits with a listing (trees/, .no_exist/) but neither a
+	// snapshot directory nor a ref: an interrupted collection's leftovers
+	// (or a download that died before it made the directory; the listing
+	// is fetched again).
+	strays []string
 }
 
 // repoFromFolder maps "models--owner--name" to "owner/name".
@@ -182,6 +192,25 @@ func scanRepoFolder(root, repo string) (*repoFolder, error) {
 	for _, de := range trash {
 		rf.trash = append(rf.trash, filepath.Join(rf.dir, gcTrashDir, de.Name()))
 	}
+	noExist, err := readRealDir(filepath.Join(rf.dir, ".no_exist"))
+	if err != nil {
+		return fail(err)
+	}
+	listed := map[string]bool{}
+	for c := range rf.listed {
+		listed[c] = true
+	}
+	for _, de := range noExist {
+		if commitHexRE.MatchString(de.Name()) {
+			listed[de.Name()] = true
+		}
+	}
+	for c := range listed {
+		if _, err := os.Lstat(filepath.Join(snaps, c)); errors.Is(err, fs.ErrNotExist) && len(rf.refs[c]) == 0 {
+			rf.strays = append(rf.strays, c)
+		}
+	}
+	slices.Sort(rf.strays)
 	return rf, nil
 }
 
@@ -279,7 +308,7 @@ func listedEtags(path string) []string {
 
 // usage summarises the folder.
 func (rf *repoFolder) usage() HubRepoUsage {
-	u := HubRepoUsage{Repo: rf.repo}
+	u := HubRepoUsage{Repo: rf.repo, Leftovers: len(rf.trash) + len(rf.strays)}
 	linkers := map[string]int{}
 	for _, etags := range rf.links {
 		for _, e := range uniq(etags) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorasync/lorasync/daemon/config"
+	"github.com/lorasync/lorasync/daemon/state"
 	"github.com/lorasync/lorasync/hub"
 	"github.com/lorasync/lorasync/hub/hubtest"
 )
@@ -237,5 +239,57 @@ func TestRemoveSnapshotsFollowsNoLinks(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(other, "blobs")); err != nil {
 		t.Fatalf("the blobs link itself: %v", err)
+	}
+}
+
+// A collection killed once a snapshot has left (its directory in the trash,
+// its listing still there) is finished by the next collection, which finds
+// the commit by its leftovers, not among the snapshots: the listing went on
+// naming the removed snapshot's weights, which no later collection freed,
+// and the trash was emptied only when another snapshot of the repo went.
+func TestCollectCachesFinishesAnInterruptedRemoval(t *testing.T) {
+	defer func() { gcStep = func(string) error { return nil } }()
+	b := newGCBed(t)
+	gcStep = func(s string) error {
+		if s == "snapshot moved" {
+			return errKilledHere
+		}
+		return nil
+	}
+	if _, err := removeSnapshots(context.Background(), b.root, "org/base", b.commits[:1]); !errors.Is(err, errKilledHere) {
+		t.Fatalf("not interrupted: %v", err)
+	}
+	gcStep = func(string) error { return nil }
+	// The two commits left are the track's baseline and latest version:
+	// nothing else is to be dropped.
+	cfg := &config.Config{Tracks: []config.Track{{Name: "t", Base: config.RepoRef{Repo: "org/base"}}}}
+	snap := &state.Snapshot{Tracks: []state.TrackState{{Track: "t", BaseRepo: "org/base", BaselineCommit: b.commits[1],
+		Versions: []state.Version{{Repo: "org/base", Commit: b.commits[2]}}}}}
+	o := CacheCollectOptions{Config: cfg, State: snap, HubDir: b.root, DryRun: true}
+	dry, err := CollectCaches(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.DryRun = false
+	rep, err := CollectCaches(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.SnapshotBytes != 200 || dry.SnapshotBytes != rep.SnapshotBytes {
+		t.Errorf("freed %d bytes (a dry run says %d), want the removed snapshot's 200-byte weights", rep.SnapshotBytes, dry.SnapshotBytes)
+	}
+	repo := filepath.Join(b.root, "models--org--base")
+	if _, err := os.Stat(filepath.Join(repo, "trees", b.commits[0]+".json")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the removed snapshot's listing is still there: %v", err)
+	}
+	if got := b.checkConsistent(t, "finished"); got[0] || !got[1] || !got[2] {
+		t.Fatalf("after the collection: %v", got)
+	}
+	st, _ := HubCacheUsage(b.root)
+	if r := st.Repos[0]; r.UnlinkedBytes != 0 || r.StaleBytes != 0 || r.Leftovers != 0 {
+		t.Errorf("leftovers after the collection: %+v", r)
+	}
+	if des, _ := os.ReadDir(filepath.Join(repo, gcTrashDir)); len(des) != 0 {
+		t.Errorf("trash not emptied: %v", des)
 	}
 }

@@ -28,8 +28,9 @@ import (
 var gcStep = func(step string) error { return nil }
 
 // removeSnapshots removes the snapshots of repo's commits in drop from the
-// cache at root (see the top of this file for the order), then the blobs
-// that no remaining snapshot links or lists. It returns the bytes of the
+// cache at root (see the top of this file for the order), and what an
+// interrupted collection left (its trash, the listings of snapshots no
+// longer there), then the blobs that no remaining snapshot links or lists. It returns the bytes of the
 // blobs removed.
 func removeSnapshots(ctx context.Context, root, repo string, drop []string) (int64, error) {
 	rf, err := scanRepoFolder(root, repo)
@@ -43,6 +44,12 @@ func removeSnapshots(ctx context.Context, root, repo string, drop []string) (int
 		}
 	}
 	gone := map[string]bool{}
+	for _, c := range rf.strays { // listings an earlier collection left
+		if err := rf.removeListing(c); err != nil {
+			return fail(err)
+		}
+		gone[c] = true
+	}
 	for _, c := range drop {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -77,10 +84,8 @@ func removeSnapshots(ctx context.Context, root, repo string, drop []string) (int
 				return fail(err)
 			}
 		}
-		for _, p := range []string{filepath.Join(rf.dir, "trees", c+".json"), filepath.Join(rf.dir, ".no_exist", c)} {
-			if err := os.RemoveAll(p); err != nil {
-				return fail(err)
-			}
+		if err := rf.removeListing(c); err != nil {
+			return fail(err)
 		}
 		gone[c] = true
 	}
@@ -117,6 +122,16 @@ func removeSnapshots(ctx context.Context, root, repo string, drop []string) (int
 	return freed, nil
 }
 
+// removeListing removes commit c's listing and known-absent files.
+func (rf *repoFolder) removeListing(c string) error {
+	for _, p := range []string{filepath.Join(rf.dir, "trees", c+".json"), filepath.Join(rf.dir, ".no_exist", c)} {
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // keptBlobs are the blobs that the snapshots not in gone link or list.
 func (rf *repoFolder) keptBlobs(gone map[string]bool) map[string]bool {
 	keep := map[string]bool{}
@@ -133,14 +148,14 @@ func (rf *repoFolder) keptBlobs(gone map[string]bool) map[string]bool {
 }
 
 // freedBy is what removeSnapshots(drop) would free: the bytes of the blobs
-// that only the dropped snapshots link or list.
+// that only the dropped snapshots (and leftover listings) link or list.
 func freedBy(root, repo string, drop []string) (int64, error) {
 	rf, err := scanRepoFolder(root, repo)
 	if err != nil {
 		return 0, err
 	}
 	gone := map[string]bool{}
-	for _, c := range drop {
+	for _, c := range append(drop, rf.strays...) {
 		gone[c] = true
 	}
 	keep := rf.keptBlobs(gone)
