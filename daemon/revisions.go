@@ -151,22 +151,34 @@ func stampDir(dir string) ([]fileStamp, error) {
 	return out, nil
 }
 
-// listAdapterDir lists the regular files of a local adapter, relative to dir
-// and sorted. Hidden files and directories are skipped (editors' swap files,
-// .cache).
+// listAdapterDir lists the files of a local adapter, relative to dir and
+// sorted: regular files, and links to regular files (the converter reads
+// through them: a "current" link to a training run's directory, weights
+// linked from a download cache). Links to directories are not followed
+// below dir itself. Hidden files and directories are skipped (editors' swap
+// files, .cache).
 func listAdapterDir(dir string) ([]string, error) {
+	root := dir
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		root = dir + string(filepath.Separator) // walks the directory a link names
+	}
 	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if strings.HasPrefix(d.Name(), ".") && p != dir {
+		if strings.HasPrefix(d.Name(), ".") && p != root {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
 			return nil
 		}
-		if d.Type().IsRegular() {
+		regular := d.Type().IsRegular()
+		if !regular && d.Type()&fs.ModeSymlink != 0 {
+			fi, err := os.Stat(p)
+			regular = err == nil && fi.Mode().IsRegular()
+		}
+		if regular {
 			rel, err := filepath.Rel(dir, p)
 			if err != nil {
 				return err

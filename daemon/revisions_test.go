@@ -8,6 +8,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -352,5 +353,79 @@ func TestRunningJobSupersededByNewAdapterRevision(t *testing.T) {
 	}
 	if n := h.hub.uploadCount(); n != 1 || !strings.Contains(h.hub.uploads[0].Message, a2) {
 		t.Errorf("%d uploads; want exactly the migration of %s", n, a2)
+	}
+}
+
+// A local adapter is often links: a "current" link to the directory of the
+// latest training run, weights linked from a download cache. Its revision
+// is the content the converter reads through them: the directory behind a
+// linked path is hashed, a linked file counts with its target's bytes, and
+// pointing a link at new weights is a new revision (the memo sees it too).
+func TestLocalAdapterRevisionFollowsLinkedFiles(t *testing.T) {
+	root := t.TempDir()
+	runs := filepath.Join(root, "runs")
+	for i, w := range []string{"weights-1", "weights-2"} {
+		if err := os.MkdirAll(filepath.Join(runs, fmt.Sprint(i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(runs, fmt.Sprint(i), "w.safetensors"), []byte(w), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(root, "adapter")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, adapterConfigFile), []byte(`{"r":8}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	weights := filepath.Join(dir, adapterWeightsFile)
+	point := func(i int) {
+		t.Helper()
+		_ = os.Remove(weights)
+		if err := os.Symlink(filepath.Join(runs, fmt.Sprint(i), "w.safetensors"), weights); err != nil {
+			t.Fatal(err)
+		}
+	}
+	current := filepath.Join(root, "current")
+	if err := os.Symlink(dir, current); err != nil {
+		t.Fatal(err)
+	}
+	memo := newRevMemo()
+	point(0)
+	first, err := hashDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if viaLink, err := hashDir(current); err != nil || viaLink != first {
+		t.Errorf("through the linked directory: %q, %v; want %q", viaLink, err, first)
+	}
+	if m, err := memo.rev(current); err != nil || m != first {
+		t.Errorf("memo through the linked directory: %q, %v; want %q", m, err, first)
+	}
+	point(1)
+	second, err := hashDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second == first {
+		t.Fatal("the weights link points at other weights, and the revision is the same")
+	}
+	if m, err := memo.rev(current); err != nil || m != second {
+		t.Errorf("memo after the link moved: %q, %v; want %q", m, err, second)
+	}
+	// The hash covers the bytes read through the link: a copy of the same
+	// files in a plain directory has the same revision.
+	plain := filepath.Join(root, "plain")
+	if err := os.MkdirAll(plain, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string]string{adapterConfigFile: `{"r":8}`, adapterWeightsFile: "weights-2"} {
+		if err := os.WriteFile(filepath.Join(plain, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, err := hashDir(plain); err != nil || p != second {
+		t.Errorf("plain copy: %q, %v; want %q", p, err, second)
 	}
 }
