@@ -187,8 +187,8 @@ func CollectCaches(ctx context.Context, o CacheCollectOptions) (*CacheCollectRep
 			}
 			if len(drop) > 0 {
 				log.Info("removed base snapshots no job needs", "repo", r.Repo, "commits", drop, "freed_bytes", freed)
-			} else {
-				log.Info("removed what an interrupted collection left", "repo", r.Repo, "freed_bytes", freed)
+			} else if freed > 0 {
+				log.Info("removed what an interrupted collection or download left", "repo", r.Repo, "freed_bytes", freed)
 			}
 		}
 	}

@@ -61,10 +61,12 @@ type HubRepoUsage struct {
 	BlobBytes     int64 `json:"blob_bytes"`
 	UnlinkedBytes int64 `json:"unlinked_bytes"`
 	StaleBytes    int64 `json:"stale_bytes"`
-	// Leftovers count what an interrupted collection left besides blobs:
-	// snapshots in the trash, and listings (trees/<commit>.json,
+	// Leftovers count what an interrupted collection (or download) left:
+	// snapshots in the trash, listings (trees/<commit>.json,
 	// .no_exist/<commit>) of snapshots no longer there, which would keep
-	// naming their blobs. The next collection removes them.
+	// naming their blobs, and blobs and partial downloads that no snapshot
+	// links or lists. The next collection removes them (a blob or partial
+	// whose download lock is held stays).
 	Leftovers int `json:"leftovers,omitempty"`
 }
 
@@ -315,17 +317,24 @@ func (rf *repoFolder) usage() HubRepoUsage {
 			linkers[e]++
 		}
 	}
+	listed := rf.keptBlobs(nil)
 	for e, n := range rf.blobs {
 		u.BlobBytes += n
 		if linkers[e] == 0 {
 			u.UnlinkedBytes += n
 		}
+		if !listed[e] {
+			u.Leftovers++
+		}
 	}
-	for _, ps := range rf.partial {
+	for e, ps := range rf.partial {
 		for _, p := range ps {
 			if fi, err := os.Lstat(p); err == nil {
 				u.UnlinkedBytes += fi.Size()
 			}
+		}
+		if !listed[e] && rf.blobs[e] == 0 {
+			u.Leftovers += len(ps)
 		}
 	}
 	for _, p := range rf.trash {

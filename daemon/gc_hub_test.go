@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -242,54 +243,60 @@ func TestRemoveSnapshotsFollowsNoLinks(t *testing.T) {
 	}
 }
 
-// A collection killed once a snapshot has left (its directory in the trash,
-// its listing still there) is finished by the next collection, which finds
-// the commit by its leftovers, not among the snapshots: the listing went on
-// naming the removed snapshot's weights, which no later collection freed,
-// and the trash was emptied only when another snapshot of the repo went.
+// A collection killed after any step is finished by the next collection,
+// which finds what is left by itself (a real collection is not told the
+// commit again: once its snapshot directory has left, it is no longer among
+// the snapshots). Killed after the snapshot moved to the trash, its listing
+// went on naming the removed snapshot's weights; killed among the blobs,
+// the ones not removed yet were linked and listed by nothing; both stayed
+// until another snapshot of the repo went, as did the trash.
 func TestCollectCachesFinishesAnInterruptedRemoval(t *testing.T) {
 	defer func() { gcStep = func(string) error { return nil } }()
-	b := newGCBed(t)
-	gcStep = func(s string) error {
-		if s == "snapshot moved" {
-			return errKilledHere
-		}
-		return nil
-	}
-	if _, err := removeSnapshots(context.Background(), b.root, "org/base", b.commits[:1]); !errors.Is(err, errKilledHere) {
-		t.Fatalf("not interrupted: %v", err)
-	}
-	gcStep = func(string) error { return nil }
-	// The two commits left are the track's baseline and latest version:
-	// nothing else is to be dropped.
-	cfg := &config.Config{Tracks: []config.Track{{Name: "t", Base: config.RepoRef{Repo: "org/base"}}}}
-	snap := &state.Snapshot{Tracks: []state.TrackState{{Track: "t", BaseRepo: "org/base", BaselineCommit: b.commits[1],
-		Versions: []state.Version{{Repo: "org/base", Commit: b.commits[2]}}}}}
-	o := CacheCollectOptions{Config: cfg, State: snap, HubDir: b.root, DryRun: true}
-	dry, err := CollectCaches(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.DryRun = false
-	rep, err := CollectCaches(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.SnapshotBytes != 200 || dry.SnapshotBytes != rep.SnapshotBytes {
-		t.Errorf("freed %d bytes (a dry run says %d), want the removed snapshot's 200-byte weights", rep.SnapshotBytes, dry.SnapshotBytes)
-	}
-	repo := filepath.Join(b.root, "models--org--base")
-	if _, err := os.Stat(filepath.Join(repo, "trees", b.commits[0]+".json")); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("the removed snapshot's listing is still there: %v", err)
-	}
-	if got := b.checkConsistent(t, "finished"); got[0] || !got[1] || !got[2] {
-		t.Fatalf("after the collection: %v", got)
-	}
-	st, _ := HubCacheUsage(b.root)
-	if r := st.Repos[0]; r.UnlinkedBytes != 0 || r.StaleBytes != 0 || r.Leftovers != 0 {
-		t.Errorf("leftovers after the collection: %+v", r)
-	}
-	if des, _ := os.ReadDir(filepath.Join(repo, gcTrashDir)); len(des) != 0 {
-		t.Errorf("trash not emptied: %v", des)
+	for _, step := range []string{"refs removed", "snapshot moved", "snapshots removed"} {
+		t.Run(strings.ReplaceAll(step, " ", "-"), func(t *testing.T) {
+			b := newGCBed(t)
+			gcStep = func(s string) error {
+				if s == step {
+					return errKilledHere
+				}
+				return nil
+			}
+			if _, err := removeSnapshots(context.Background(), b.root, "org/base", b.commits[:1]); !errors.Is(err, errKilledHere) {
+				t.Fatalf("not interrupted: %v", err)
+			}
+			gcStep = func(string) error { return nil }
+			// The two commits left are the track's baseline and latest
+			// version: nothing else is to be dropped.
+			cfg := &config.Config{Tracks: []config.Track{{Name: "t", Base: config.RepoRef{Repo: "org/base"}}}}
+			snap := &state.Snapshot{Tracks: []state.TrackState{{Track: "t", BaseRepo: "org/base", BaselineCommit: b.commits[1],
+				Versions: []state.Version{{Repo: "org/base", Commit: b.commits[2]}}}}}
+			o := CacheCollectOptions{Config: cfg, State: snap, HubDir: b.root, DryRun: true, Logger: slog.New(slog.DiscardHandler)}
+			dry, err := CollectCaches(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.DryRun = false
+			rep, err := CollectCaches(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.SnapshotBytes != 200 || dry.SnapshotBytes != rep.SnapshotBytes {
+				t.Errorf("freed %d bytes (a dry run says %d), want the removed snapshot's 200-byte weights", rep.SnapshotBytes, dry.SnapshotBytes)
+			}
+			repo := filepath.Join(b.root, "models--org--base")
+			if _, err := os.Stat(filepath.Join(repo, "trees", b.commits[0]+".json")); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the removed snapshot's listing is still there: %v", err)
+			}
+			if got := b.checkConsistent(t, "finished"); got[0] || !got[1] || !got[2] {
+				t.Fatalf("after the collection: %v", got)
+			}
+			st, _ := HubCacheUsage(b.root)
+			if r := st.Repos[0]; r.UnlinkedBytes != 0 || r.StaleBytes != 0 || r.Leftovers != 0 {
+				t.Errorf("leftovers after the collection: %+v", r)
+			}
+			if des, _ := os.ReadDir(filepath.Join(repo, gcTrashDir)); len(des) != 0 {
+				t.Errorf("trash not emptied: %v", des)
+			}
+		})
 	}
 }
