@@ -300,3 +300,53 @@ func TestCollectCachesFinishesAnInterruptedRemoval(t *testing.T) {
 		})
 	}
 }
+
+// The repo folder's trees/, .no_exist/ and trash are no way out of the
+// cache either: when they are links to directories elsewhere, a
+// collection neither removes the files there that are named like the
+// removed commit, nor moves the removed snapshot there.
+func TestRemoveSnapshotsFollowsNoListingLinks(t *testing.T) {
+	b := newGCBed(t)
+	repo := filepath.Join(b.root, "models--org--base")
+	c := b.commits[0]
+	outside := t.TempDir()
+	for _, p := range []string{filepath.Join(outside, c, "precious"), filepath.Join(outside, c+".json")} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("keep me"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trashOutside := t.TempDir()
+	for name, target := range map[string]string{"trees": outside, ".no_exist": outside, gcTrashDir: trashOutside} {
+		if err := os.RemoveAll(filepath.Join(repo, name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(repo, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() { gcStep = func(string) error { return nil } }()
+	var outsideTrash []fs.DirEntry
+	gcStep = func(s string) error {
+		if s == "snapshot moved" {
+			outsideTrash, _ = os.ReadDir(trashOutside)
+		}
+		return nil
+	}
+	if _, err := removeSnapshots(context.Background(), b.root, "org/base", b.commits[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if len(outsideTrash) != 0 {
+		t.Errorf("the removed snapshot went outside the cache: %v", outsideTrash)
+	}
+	for _, p := range []string{filepath.Join(outside, c, "precious"), filepath.Join(outside, c+".json")} {
+		if data, err := os.ReadFile(p); err != nil || string(data) != "keep me" {
+			t.Errorf("%s, outside the cache, was touched: %q %v", p, data, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(repo, "snapshots", c)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("snapshot not removed: %v", err)
+	}
+}

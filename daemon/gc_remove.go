@@ -67,10 +67,11 @@ func removeSnapshots(ctx context.Context, root, repo string, drop []string) (int
 		}
 		snap := filepath.Join(rf.dir, "snapshots", c)
 		if isRealDir(snap) {
-			trash := filepath.Join(rf.dir, gcTrashDir, c+"."+randName())
-			if err := os.MkdirAll(filepath.Dir(trash), 0o755); err != nil {
+			dir, err := rf.trashDir()
+			if err != nil {
 				return fail(err)
 			}
+			trash := filepath.Join(dir, c+"."+randName())
 			if err := os.Rename(snap, trash); err != nil {
 				return fail(err)
 			}
@@ -122,14 +123,35 @@ func removeSnapshots(ctx context.Context, root, repo string, drop []string) (int
 	return freed, nil
 }
 
-// removeListing removes commit c's listing and known-absent files.
+// removeListing removes commit c's listing and known-absent files, each
+// only from a directory that is not a link (a link's target is not the
+// cache's).
 func (rf *repoFolder) removeListing(c string) error {
 	for _, p := range []string{filepath.Join(rf.dir, "trees", c+".json"), filepath.Join(rf.dir, ".no_exist", c)} {
+		if !isRealDir(filepath.Dir(p)) {
+			continue
+		}
 		if err := os.RemoveAll(p); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// trashDir returns the repo folder's trash directory, made if needed. A
+// link in its place is removed (only the name) and replaced by a directory:
+// a snapshot moved through it would leave the cache.
+func (rf *repoFolder) trashDir() (string, error) {
+	dir := filepath.Join(rf.dir, gcTrashDir)
+	if fi, err := os.Lstat(dir); err == nil && !fi.IsDir() {
+		if err := os.Remove(dir); err != nil {
+			return "", err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	return dir, nil
 }
 
 // keptBlobs are the blobs that the snapshots not in gone link or list.
