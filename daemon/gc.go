@@ -45,6 +45,7 @@ const (
 	needJob      = "waiting or running job"
 	needUnpolled = "track not polled yet"
 	needAdapter  = "adapter repo"
+	needKeepAll  = "cache.keep_base_snapshots"
 )
 
 // snapshotNeeds says, for every base repo the state knows, which commits'
@@ -226,6 +227,9 @@ func ReadCacheStatus(hubDir, convertDir string, cfg *config.Config, snap *state.
 			for j := range h.Repos[i].Snapshots {
 				s := &h.Repos[i].Snapshots[j]
 				s.Needed = needs.why(s.Repo, s.Commit)
+				if s.Needed == "" && cfg.Cache.KeepBaseSnapshots {
+					s.Needed = needKeepAll // the collection keeps them all
+				}
 			}
 		}
 	}

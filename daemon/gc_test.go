@@ -189,3 +189,25 @@ func TestRunCollectsAfterJobs(t *testing.T) {
 		t.Errorf("lorasync_convert_cache_bytes = %g after pruning to 1 KB", got)
 	}
 }
+
+// With cache.keep_base_snapshots set, cache status says every snapshot is
+// kept, and why, as the collection keeps it: it said the ones no job needs
+// would go ("- (prune removes it)"), which prune then did not do.
+func TestCacheStatusKeepBaseSnapshots(t *testing.T) {
+	b := newGCBed(t)
+	cfg := &config.Config{Tracks: []config.Track{{Name: "t", Base: config.RepoRef{Repo: "org/base"}}}}
+	snap := &state.Snapshot{Tracks: []state.TrackState{{Track: "t", BaseRepo: "org/base", BaselineCommit: b.commits[1],
+		Versions: []state.Version{{Repo: "org/base", Commit: b.commits[2]}}}}}
+	for _, keep := range []bool{false, true} {
+		cfg.Cache.KeepBaseSnapshots = keep
+		st, err := ReadCacheStatus(b.root, filepath.Join(t.TempDir(), "convert"), cfg, snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st.Hub.Repos[0].Snapshots {
+			if gone := s.Commit == b.commits[0] && !keep; (s.Needed == "") != gone {
+				t.Errorf("keep_base_snapshots %v: %s kept for %q", keep, s.Commit[:8], s.Needed)
+			}
+		}
+	}
+}
