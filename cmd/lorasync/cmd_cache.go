@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"text/tabwriter"
@@ -137,7 +138,12 @@ func cacheTarget(cmd *cobra.Command) (string, *config.Config, error) {
 			dir = cfg.CacheDir
 		}
 	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	switch fi, err := os.Stat(dir); {
+	case errors.Is(err, fs.ErrNotExist):
+		// Nothing downloaded yet: an empty cache (never made here).
+	case err != nil:
+		return "", nil, fmt.Errorf("cache dir %s: %w", dir, err)
+	case !fi.IsDir():
 		return "", nil, fmt.Errorf("cache dir %s: not a directory", dir)
 	}
 	return dir, cfg, nil

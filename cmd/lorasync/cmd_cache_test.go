@@ -183,3 +183,25 @@ func TestCachePruneWhileDaemonRuns(t *testing.T) {
 		t.Fatal("status without --config or --cache-dir")
 	}
 }
+
+// Before the daemon has downloaded anything its cache_dir does not exist:
+// status shows an empty cache and prune has nothing to do (they said
+// "not a directory"), and neither makes the directory. A file in its place
+// is an error naming it.
+func TestCacheCommandsOnAMissingCacheDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	out, err := runCLI(t, "cache", "status", "--config", "", "--cache-dir", dir, "--json=false")
+	if err != nil || !strings.Contains(out, "0 snapshots") {
+		t.Fatalf("status of a missing cache_dir: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, "cache", "prune", "--config", "", "--cache-dir", dir, "--max-size", "0", "--dry-run=false", "--json=false"); err != nil {
+		t.Fatalf("prune of a missing cache_dir: %v", err)
+	}
+	if exists(dir) {
+		t.Error("the commands made the cache_dir")
+	}
+	mustWrite(t, dir, "not a dir")
+	if _, err := runCLI(t, "cache", "status", "--config", "", "--cache-dir", dir, "--json=false"); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("a file as cache_dir: %v", err)
+	}
+}
