@@ -120,6 +120,16 @@ func (n *snapshotNeeds) why(repo, commit string) string {
 	return m[commit]
 }
 
+// manages reports whether the daemon collects in repo's folder: a base
+// repo the state knows, not kept whole. Other folders (adapter repos, push
+// targets whose files a reconcile reads, repos of tracks not polled yet)
+// are not touched, not even their leftovers.
+func (n *snapshotNeeds) manages(repo string) bool {
+	_, kept := n.keepAll[repo]
+	_, ok := n.managed[repo]
+	return ok && !kept
+}
+
 // CacheCollectOptions say what CollectCaches does.
 type CacheCollectOptions struct {
 	// Config and State decide which base snapshots are needed. Without a
@@ -170,7 +180,7 @@ func CollectCaches(ctx context.Context, o CacheCollectOptions) (*CacheCollectRep
 					rep.Snapshots = append(rep.Snapshots, s)
 				}
 			}
-			if len(drop) == 0 && r.Leftovers == 0 {
+			if len(drop) == 0 && (r.Leftovers == 0 || !needs.manages(r.Repo)) {
 				continue
 			}
 			if o.DryRun {

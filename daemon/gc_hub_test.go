@@ -350,3 +350,38 @@ func TestRemoveSnapshotsFollowsNoListingLinks(t *testing.T) {
 		t.Errorf("snapshot not removed: %v", err)
 	}
 }
+
+// Leftovers are collected only in the base repos the daemon manages: an
+// adapter repo, or a repo the state does not know (a push target whose
+// lorasync.json a reconcile is reading, its blob not linked yet), keeps
+// even a blob that nothing links.
+func TestCollectCachesLeavesOtherReposLeftovers(t *testing.T) {
+	b := newGCBed(t)
+	var blobs []string
+	for _, folder := range []string{"models--acme--math", "models--acme--math-target"} {
+		p := filepath.Join(b.root, folder, "blobs", strings.Repeat("ab", 20))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("in flight"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, p)
+	}
+	cfg := &config.Config{Tracks: []config.Track{{Name: "t", Base: config.RepoRef{Repo: "org/base"},
+		Adapters: []config.AdapterRef{{Repo: "acme/math"}}}}}
+	snap := &state.Snapshot{Tracks: []state.TrackState{{Track: "t", BaseRepo: "org/base", BaselineCommit: b.commits[1],
+		Versions: []state.Version{{Repo: "org/base", Commit: b.commits[2]}}}}}
+	if _, err := CollectCaches(context.Background(), CacheCollectOptions{Config: cfg, State: snap, HubDir: b.root,
+		Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range blobs {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("a blob outside the managed base repos went: %v", err)
+		}
+	}
+	if got := b.checkConsistent(t, "after"); got[0] || !got[1] || !got[2] {
+		t.Errorf("org/base after the collection: %v", got)
+	}
+}
