@@ -171,6 +171,7 @@ func scanRepoFolder(root, repo string) (*repoFolder, error) {
 		if !commitHexRE.MatchString(de.Name()) || !de.IsDir() {
 			continue
 		}
+		rf.files[de.Name()] = 0 // a snapshot even when empty (a download killed before its first link)
 		if err := rf.scanSnapshot(de.Name()); err != nil {
 			return fail(err)
 		}

@@ -385,3 +385,54 @@ func TestCollectCachesLeavesOtherReposLeftovers(t *testing.T) {
 		t.Errorf("org/base after the collection: %v", got)
 	}
 }
+
+// A download killed before its first file was linked leaves an empty
+// snapshot directory, its listing and a partial blob. When no job needs
+// the commit any more, the collection removes them like any snapshot: an
+// empty directory was not taken for a snapshot, so its listing kept the
+// partial download (up to a whole weights file) for good.
+func TestCollectCachesRemovesAnEmptySnapshot(t *testing.T) {
+	b := newGCBed(t)
+	repo := filepath.Join(b.root, "models--org--base")
+	snapDir := filepath.Join(repo, "snapshots", b.commits[0])
+	weights, err := os.Readlink(filepath.Join(snapDir, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	etag := filepath.Base(weights)
+	if err := os.RemoveAll(snapDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(snapDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"v1"} {
+		if err := os.Remove(filepath.Join(repo, "refs", ref)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blob := filepath.Join(repo, "blobs", etag)
+	partial := blob + ".0badf00d.incomplete"
+	if err := os.Rename(blob, partial); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Tracks: []config.Track{{Name: "t", Base: config.RepoRef{Repo: "org/base"}}}}
+	snap := &state.Snapshot{Tracks: []state.TrackState{{Track: "t", BaseRepo: "org/base", BaselineCommit: b.commits[1],
+		Versions: []state.Version{{Repo: "org/base", Commit: b.commits[2]}}}}}
+	if _, err := CollectCaches(context.Background(), CacheCollectOptions{Config: cfg, State: snap, HubDir: b.root,
+		Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{snapDir, partial, filepath.Join(repo, "trees", b.commits[0]+".json")} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s is still there: %v", p, err)
+		}
+	}
+	if got := b.checkConsistent(t, "after"); got[0] || !got[1] || !got[2] {
+		t.Errorf("after the collection: %v", got)
+	}
+	st, _ := HubCacheUsage(b.root)
+	if r := st.Repos[0]; r.UnlinkedBytes != 0 || r.Leftovers != 0 || len(r.Snapshots) != 2 {
+		t.Errorf("after the collection: %+v", r)
+	}
+}
