@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -230,6 +231,13 @@ func (d *Daemon) RunOnce(ctx context.Context) (*Report, error) {
 }
 
 func (d *Daemon) recoverInterrupted() error {
+	// No job runs yet: the work dirs there are a killed process's (a job's
+	// next attempt makes its own again; one that never runs again, superseded
+	// or orphaned meanwhile, would leave its migrated adapter for good).
+	work := filepath.Join(d.Config().CacheDir, "work")
+	if err := os.RemoveAll(work); err != nil {
+		d.log.Warn("cannot remove the work dirs a killed process left", "dir", work, "err", err)
+	}
 	jobs, err := d.store.RecoverInterrupted(d.clock.Now(), d.Config().Retry.MaxAttempts)
 	for _, j := range jobs {
 		if j.Status == state.Parked {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -209,5 +210,31 @@ func TestCacheStatusKeepBaseSnapshots(t *testing.T) {
 				t.Errorf("keep_base_snapshots %v: %s kept for %q", keep, s.Commit[:8], s.Needed)
 			}
 		}
+	}
+}
+
+// A process killed during a job leaves its work directory (the migrated
+// adapter before its push) under cache_dir/work. The job's next attempt
+// cleans its own, but a job that never runs again (superseded or orphaned
+// meanwhile) left it for good. The next start removes them all, before any
+// job runs; a dry run, which may run beside a daemon, touches nothing.
+func TestStartRemovesKilledJobsWorkDirs(t *testing.T) {
+	h := newHarness(t, oneAdapterTrack)
+	left := filepath.Join(h.config().CacheDir, "work", "0123456789abcdef", "out", "adapter_model.safetensors")
+	if err := os.MkdirAll(filepath.Dir(left), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(left, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.daemon(true).RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); err != nil {
+		t.Fatalf("a dry run removed a work dir: %v", err)
+	}
+	h.runOnce()
+	if _, err := os.Stat(filepath.Dir(filepath.Dir(left))); !os.IsNotExist(err) {
+		t.Fatalf("a killed job's work dir is still there after a start: %v", err)
 	}
 }
