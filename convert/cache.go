@@ -52,6 +52,10 @@ type CacheStats struct {
 	OtherBytes int64 `json:"other_bytes"`
 
 	stale []string // paths of the stale leftovers
+	// temps are the entries' unfinished writes (".<name>.tmp-*", beside the
+	// analysis or in the MLP directory), by key: a live writer's, or a
+	// killed one's (see PruneCache).
+	temps map[string][]string
 }
 
 // PairBytes sums the entries' pair analysis files.
@@ -81,7 +85,7 @@ func (s *CacheStats) TotalBytes() int64 {
 // directory is an empty cache. Symbolic links are counted as other files and
 // never followed.
 func CacheUsage(dir string) (*CacheStats, error) {
-	s := &CacheStats{Dir: dir}
+	s := &CacheStats{Dir: dir, temps: map[string][]string{}}
 	byKey := map[string]*CacheEntry{}
 	pairMtime := map[string]time.Time{}
 	entry := func(key string) *CacheEntry {
@@ -114,6 +118,7 @@ func CacheUsage(dir string) (*CacheStats, error) {
 			e := entry(key)
 			e.MLPBytes, e.MLPFiles = e.MLPBytes+n, e.MLPFiles+files
 			used(key, newest)
+			s.temps[key] = append(s.temps[key], writeTemps(path)...)
 		case part == partDeleting && de.IsDir(), part == partLegacy && de.Type().IsRegular():
 			n, _, _, err := treeBytes(path)
 			if err != nil {
@@ -130,6 +135,8 @@ func CacheUsage(dir string) (*CacheStats, error) {
 			used(key, fi.ModTime())
 			if part == partPair {
 				pairMtime[key] = fi.ModTime()
+			} else {
+				s.temps[key] = append(s.temps[key], path)
 			}
 		case (part == partEntryLock || part == partComputeLock) && de.Type().IsRegular():
 			// Empty files; an entry with nothing else is removed with them.
@@ -219,7 +226,7 @@ func treeBytes(path string) (n int64, files int, newest time.Time, err error) {
 		if err != nil {
 			return err
 		}
-		if filepath.Ext(p) != ".lock" {
+		if filepath.Ext(p) != ".lock" && !isWriteTemp(d.Name()) {
 			files++
 		}
 		n += fi.Size()
@@ -232,6 +239,28 @@ func treeBytes(path string) (n int64, files int, newest time.Time, err error) {
 		return 0, 0, time.Time{}, fmt.Errorf("convert: cache %s: %w", path, err)
 	}
 	return n, files, newest, nil
+}
+
+// isWriteTemp reports whether name is an unfinished write's temp file
+// (safetensors.WriteFile: ".<name>.tmp-<rand>").
+func isWriteTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-")
+}
+
+// writeTemps lists the write temps directly in an MLP directory (it has no
+// subdirectories); links are not followed.
+func writeTemps(mlpDir string) []string {
+	des, err := os.ReadDir(mlpDir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, de := range des {
+		if de.Type().IsRegular() && isWriteTemp(de.Name()) {
+			out = append(out, filepath.Join(mlpDir, de.Name()))
+		}
+	}
+	return out
 }
 
 // randSuffix is a short random name part for a directory being removed.

@@ -379,3 +379,66 @@ func TestPruneSkipsEntryInUse(t *testing.T) {
 	}
 	sameModules(t, "out-second", filepath.Join(dir, "out-first"), o.Out)
 }
+
+// A process killed while it saved a pair analysis or an MLP operator
+// leaves the write's temp file (safetensors.WriteFile's ".<name>.tmp-*").
+// Every writer holds the entry's lock shared, so once a prune holds it
+// exclusively the temps are dead ones: they go, whatever the cap, and the
+// entry stays. They used to go only with their entry, so an uncapped cache,
+// or a pair in steady use, kept a dead copy of its analysis (~0.7 GB at 7B
+// sizes) for good. An entry in use keeps its temps: they may be live.
+func TestPruneCacheRemovesDeadTemps(t *testing.T) {
+	cache := t.TempDir()
+	used := time.Now().Add(-time.Hour)
+	live := fakeEntry(t, cache, 1, 100, 1, 10, used)
+	dead := fakeEntry(t, cache, 2, 100, 1, 10, used)
+	pd := pairsDir(cache)
+	temps := func(e CacheEntry) []string {
+		return []string{filepath.Join(pd, "."+e.Key+pairExt+".tmp-12345"),
+			filepath.Join(pd, e.Key+mlpDirExt, ".0-0-down_proj.safetensors.tmp-678")}
+	}
+	for _, e := range []CacheEntry{live, dead} {
+		for i, p := range temps(e) {
+			if err := os.WriteFile(p, make([]byte, 1000*(i+1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	release, err := lockEntry(context.Background(), cache, live.Key, true) // a conversion writing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	for _, dry := range []bool{true, false} {
+		res, err := PruneCache(context.Background(), cache, PruneOptions{MaxBytes: -1, DryRun: dry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StaleBytes != 3000 || res.After != res.Before-3000 || len(res.Removed) != 0 {
+			t.Errorf("dry %v: %+v, want the dead entry's 3000 bytes of temps as stale, no entry removed", dry, res)
+		}
+	}
+	for _, p := range temps(dead) {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("dead temp %s is still there: %v", p, err)
+		}
+	}
+	for _, p := range temps(live) {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("temp %s of an entry in use went: %v", p, err)
+		}
+	}
+	s, err := CacheUsage(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range s.Entries {
+		want := int64(100)
+		if e.Key == live.Key {
+			want = 1100
+		}
+		if e.PairBytes != want || e.MLPFiles != 1 {
+			t.Errorf("entry %s after the prune: %+v", e.Key[60:], e)
+		}
+	}
+}

@@ -28,7 +28,8 @@ type PruneResult struct {
 	// InUse are entries that were over the bound but are in use (locked by
 	// a conversion, or used since the scan); they stay.
 	InUse []CacheEntry `json:"in_use,omitempty"`
-	// StaleBytes are the leftovers removed (see CacheStats.StaleBytes).
+	// StaleBytes are the leftovers removed (see CacheStats.StaleBytes) and
+	// the unfinished writes of killed processes (see PruneCache).
 	StaleBytes int64 `json:"stale_bytes"`
 }
 
@@ -39,7 +40,9 @@ type PruneResult struct {
 // writer, see cachelock.go) is never removed: it is reported in InUse and
 // the next oldest is tried. The identity files of local model directories
 // are small and stay unless stale. A prune killed midway leaves a valid,
-// smaller cache (removeEntry).
+// smaller cache (removeEntry). The temp files of unfinished writes in an
+// entry that nobody holds are a killed process's (every writer holds the
+// entry's lock) and go whatever the bound; the entry stays.
 func PruneCache(ctx context.Context, dir string, o PruneOptions) (*PruneResult, error) {
 	s, err := CacheUsage(dir)
 	if err != nil {
@@ -54,6 +57,19 @@ func PruneCache(ctx context.Context, dir string, o PruneOptions) (*PruneResult, 
 		}
 	}
 	total := res.Before - s.StaleBytes
+	for i := range s.Entries {
+		e := &s.Entries[i]
+		if len(s.temps[e.Key]) == 0 {
+			continue
+		}
+		pair, mlp, err := removeDeadTemps(dir, e.Key, s.temps[e.Key], o.DryRun)
+		if err != nil {
+			return nil, err
+		}
+		e.PairBytes, e.MLPBytes = e.PairBytes-pair, e.MLPBytes-mlp
+		res.StaleBytes += pair + mlp
+		total -= pair + mlp
+	}
 	for _, e := range s.Entries {
 		if o.MaxBytes < 0 || total <= o.MaxBytes {
 			break
@@ -96,6 +112,40 @@ func PruneCache(ctx context.Context, dir string, o PruneOptions) (*PruneResult, 
 	}
 	res.After = total
 	return res, nil
+}
+
+// removeDeadTemps removes key's write temps (paths) when nobody holds the
+// entry, and returns their bytes beside the analysis and in the MLP
+// directory; nothing when the entry is in use. A dry run removes nothing
+// and creates no lock file.
+func removeDeadTemps(dir, key string, paths []string, dry bool) (pairBytes, mlpBytes int64, err error) {
+	release := func() {}
+	_, lerr := os.Lstat(entryLockPath(dir, key))
+	if !dry || !errors.Is(lerr, fs.ErrNotExist) {
+		r, ok, err := tryLockEntry(dir, key)
+		if err != nil || !ok {
+			return 0, 0, err
+		}
+		release = r
+	}
+	defer release()
+	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			continue // finished or removed meanwhile
+		}
+		if !dry {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return pairBytes, mlpBytes, fmt.Errorf("convert: prune %s: %w", p, err)
+			}
+		}
+		if filepath.Dir(p) == pairsDir(dir) {
+			pairBytes += fi.Size()
+		} else {
+			mlpBytes += fi.Size()
+		}
+	}
+	return pairBytes, mlpBytes, nil
 }
 
 // usedSince reports whether e's analysis file was touched after the scan
