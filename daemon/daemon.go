@@ -234,9 +234,8 @@ func (d *Daemon) recoverInterrupted() error {
 	// No job runs yet: the work dirs there are a killed process's (a job's
 	// next attempt makes its own again; one that never runs again, superseded
 	// or orphaned meanwhile, would leave its migrated adapter for good).
-	work := filepath.Join(d.Config().CacheDir, "work")
-	if err := os.RemoveAll(work); err != nil {
-		d.log.Warn("cannot remove the work dirs a killed process left", "dir", work, "err", err)
+	if err := removeWorkDirs(filepath.Join(d.Config().CacheDir, "work")); err != nil {
+		d.log.Warn("cannot remove the work dirs a killed process left", "err", err)
 	}
 	jobs, err := d.store.RecoverInterrupted(d.clock.Now(), d.Config().Retry.MaxAttempts)
 	for _, j := range jobs {

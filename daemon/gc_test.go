@@ -227,6 +227,10 @@ func TestStartRemovesKilledJobsWorkDirs(t *testing.T) {
 	if err := os.WriteFile(left, make([]byte, 4096), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	theirs := filepath.Join(h.config().CacheDir, "work", "notes.txt") // not a job's: stays
+	if err := os.WriteFile(theirs, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := h.daemon(true).RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -236,5 +240,8 @@ func TestStartRemovesKilledJobsWorkDirs(t *testing.T) {
 	h.runOnce()
 	if _, err := os.Stat(filepath.Dir(filepath.Dir(left))); !os.IsNotExist(err) {
 		t.Fatalf("a killed job's work dir is still there after a start: %v", err)
+	}
+	if _, err := os.Stat(theirs); err != nil {
+		t.Fatalf("a file under work/ that no job made went: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -282,6 +283,27 @@ func freeDisk(dir string) (int64, error) {
 func jobDirName(k state.JobKey) string {
 	h := sha256.Sum256([]byte(k.Track + "\x00" + k.Adapter + "\x00" + k.BaseRepo + "@" + k.BaseCommit + "\x00" + k.AdapterRev))
 	return hex.EncodeToString(h[:8])
+}
+
+// workDirRE matches the names jobDirName makes.
+var workDirRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// removeWorkDirs removes the job work dirs under work (only names
+// jobDirName makes: whatever else is there is not the daemon's; a link is
+// not followed).
+func removeWorkDirs(work string) error {
+	des, err := readRealDir(work)
+	if err != nil {
+		return fmt.Errorf("work dir %s: %w", work, err)
+	}
+	for _, de := range des {
+		if workDirRE.MatchString(de.Name()) {
+			if err := os.RemoveAll(filepath.Join(work, de.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func short(commit string) string {
