@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -188,5 +189,26 @@ func TestRunningJobSupersededBeforePush(t *testing.T) {
 	}
 	if n := h.hub.uploadCount(); n != 1 || h.hub.uploads[0].Message == "" || !strings.Contains(h.hub.uploads[0].Message, c2) {
 		t.Errorf("%d uploads; want exactly the c2 migration", n)
+	}
+}
+
+// A local adapter with only pickle weights (adapter_model.bin) is parked
+// with the converter's own refusal, which says why and what to do: the check
+// for unchanged content, which runs first, parked it with a bare "no such
+// file" for adapter_model.safetensors.
+func TestPickleOnlyLocalAdapterParkedWithClearError(t *testing.T) {
+	adapter := filepath.Join(t.TempDir(), "math")
+	h, _ := localAdapterHarness(t, adapter)
+	if err := os.Rename(filepath.Join(adapter, adapterWeightsFile), filepath.Join(adapter, "adapter_model.bin")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := `{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}`
+	if err := os.WriteFile(filepath.Join(adapter, adapterConfigFile), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.runOnce()
+	js := h.jobs()
+	if len(js) != 1 || js[0].Status != state.Parked || !strings.Contains(js[0].LastError, "pickle") {
+		t.Fatalf("jobs: %+v, want one parked with the pickle refusal", js)
 	}
 }

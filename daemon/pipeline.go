@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lorasync/lorasync/convert/peft"
 	"github.com/lorasync/lorasync/daemon/config"
 	"github.com/lorasync/lorasync/daemon/state"
 )
@@ -83,6 +84,9 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	}
 	content, err := peftContent(adapterDir)
 	if err != nil {
+		if _, lerr := peft.Load(adapterDir); lerr != nil {
+			err = lerr // the converter's own refusal: a pickle-only adapter, ...
+		}
 		return job, permanentf("adapter %s: %w", ad.ID, err)
 	}
 	job.AdapterContent = content
