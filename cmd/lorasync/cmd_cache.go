@@ -222,7 +222,7 @@ func printPruneReport(w io.Writer, rep *daemon.CacheCollectReport) {
 	for _, s := range rep.Snapshots {
 		fmt.Fprintf(w, "%s snapshot %s@%s (%s)\n", verb, s.Repo, short(s.Commit), size(s.UniqueBytes))
 	}
-	if len(rep.Snapshots) > 0 {
+	if len(rep.Snapshots) > 0 || rep.SnapshotBytes > 0 { // leftovers of a killed collection free bytes too
 		fmt.Fprintf(w, "base snapshots: %s freed\n", size(rep.SnapshotBytes))
 	}
 	if c := rep.Convert; c != nil {

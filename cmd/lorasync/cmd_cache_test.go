@@ -205,3 +205,29 @@ func TestCacheCommandsOnAMissingCacheDir(t *testing.T) {
 		t.Fatalf("a file as cache_dir: %v", err)
 	}
 }
+
+// What a killed collection left (here a blob no snapshot links) is freed by
+// the next prune, and the report says so although no snapshot went.
+func TestCachePruneReportsLeftovers(t *testing.T) {
+	b := newCacheBed(t)
+	leftover := filepath.Join(b.cache, "hub", "models--org--base", "blobs", strings.Repeat("a", 40))
+	mustWrite(t, leftover, strings.Repeat("x", 3000))
+	// Only the superseded version's snapshot may go: keep it with a pending job.
+	s, err := state.Open(b.stateDir, state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *state.Tx) error {
+		return tx.PutJob(state.Job{Key: state.JobKey{Track: "t", Adapter: "hub:acme/math@main", BaseRepo: "org/base", BaseCommit: b.commits[1]},
+			Status: state.Pending, OldBaseRepo: "org/base", OldBaseCommit: b.commits[0]})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, "cache", "prune", "--config", b.cfg, "--cache-dir", "", "--max-size", "", "--dry-run=false", "--json=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exists(leftover) || !strings.Contains(out, "base snapshots: 3000B freed") {
+		t.Fatalf("leftover present %v; prune said:\n%s", exists(leftover), out)
+	}
+}
