@@ -38,15 +38,16 @@
 //     more on the files and commit text before every push.
 //   - gc.go, gc_hub.go, gc_remove.go: after every job, base snapshots no
 //     job needs leave the hub cache (in an order that keeps it readable
-//     whenever the process dies) and the converter's caches are pruned to
-//     cache.max_size.
+//     whenever the process dies, the next collection finishing a killed
+//     one) and the converter's caches are pruned to cache.max_size.
 //   - reload.go: one reloadConfig, triggered by SIGHUP and by fsnotify on
 //     the config file's directory; drop-in directories are watched too.
 //   - observe.go: slog setup (JSON under systemd), Prometheus metrics on an
 //     injected registry, /healthz, /readyz and /metrics, sd_notify
 //     READY/STATUS/WATCHDOG/STOPPING.
 //   - daemon.go: New, Run (long-running), RunOnce (one pass, or a dry run),
-//     track loop management and shutdown.
+//     track loop management and shutdown; a start first recovers what a
+//     killed process left (running jobs, work directories).
 //
 // The daemon depends on the Hub and on the converter only through the small
 // interfaces Hub and Converter defined here; the command wires hub.Client
