@@ -264,25 +264,33 @@ func (d *Daemon) collectCaches(ctx context.Context) {
 		return
 	}
 	cfg := d.Config()
-	o := CacheCollectOptions{Config: cfg, ConvertDir: ConvertCacheDir(cfg.CacheDir), MaxConvertBytes: int64(cfg.Cache.MaxSize), Logger: d.log}
-	if cfg.Cache.MaxSize == 0 {
-		o.MaxConvertBytes = -1
-	}
-	hc, ok := d.hub.(hubCacheDirer)
-	if ok && !cfg.Cache.KeepBaseSnapshots {
+	// Base snapshots first, holding the download lock only for them; then
+	// the converter's caches, which downloads never touch.
+	if hc, ok := d.hub.(hubCacheDirer); ok && !cfg.Cache.KeepBaseSnapshots {
 		if d.gc.downloads.TryLock() {
-			defer d.gc.downloads.Unlock()
 			snap, err := d.store.Snapshot()
 			if err != nil {
+				d.gc.downloads.Unlock()
 				d.storeFailed(err)
 				return
 			}
-			o.HubDir, o.State = hc.hubCacheDir(), snap
+			rep, err := CollectCaches(ctx, CacheCollectOptions{Config: cfg, State: snap, HubDir: hc.hubCacheDir(), Logger: d.log})
+			d.gc.downloads.Unlock()
+			d.recordCollection(ctx, rep, err)
 		} else {
 			d.log.Debug("downloads under way; base snapshots are collected after a later job")
 		}
 	}
+	o := CacheCollectOptions{ConvertDir: ConvertCacheDir(cfg.CacheDir), MaxConvertBytes: int64(cfg.Cache.MaxSize), Logger: d.log}
+	if cfg.Cache.MaxSize == 0 {
+		o.MaxConvertBytes = -1
+	}
 	rep, err := CollectCaches(ctx, o)
+	d.recordCollection(ctx, rep, err)
+}
+
+// recordCollection counts what a collection freed and logs its failure.
+func (d *Daemon) recordCollection(ctx context.Context, rep *CacheCollectReport, err error) {
 	if rep != nil {
 		d.metrics.CacheRemovedBytes.WithLabelValues("base_snapshots").Add(float64(rep.SnapshotBytes))
 		if c := rep.Convert; c != nil {
