@@ -154,6 +154,9 @@ func scanRepoFolder(root, repo string) (*repoFolder, error) {
 		name := de.Name()
 		if etagHexRE.MatchString(name) && de.Type().IsRegular() {
 			fi, err := de.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // removed since the listing
+			}
 			if err != nil {
 				return fail(err)
 			}
@@ -217,6 +220,16 @@ func scanRepoFolder(root, repo string) (*repoFolder, error) {
 	return rf, nil
 }
 
+// gone drops an error saying a file no longer exists: a scan (lorasync cache
+// status) may run while the daemon collects, and a file removed under it is
+// simply not there any more.
+func gone(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 // readRealDir lists dir; a missing dir is empty, and so is a link (never
 // followed).
 func readRealDir(dir string) ([]fs.DirEntry, error) {
@@ -227,7 +240,8 @@ func readRealDir(dir string) ([]fs.DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return os.ReadDir(dir)
+	des, err := os.ReadDir(dir)
+	return des, gone(err)
 }
 
 // scanSnapshot records the blobs snapshots/<commit> links: every symlink
@@ -238,7 +252,7 @@ func (rf *repoFolder) scanSnapshot(commit string) error {
 	blobs := filepath.Join(rf.dir, "blobs")
 	return filepath.WalkDir(filepath.Join(rf.dir, "snapshots", commit), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return err
+			return gone(err)
 		}
 		if d.IsDir() {
 			return nil
@@ -249,7 +263,7 @@ func (rf *repoFolder) scanSnapshot(commit string) error {
 		}
 		target, err := os.Readlink(p)
 		if err != nil {
-			return err
+			return gone(err)
 		}
 		if !filepath.IsAbs(target) {
 			target = filepath.Join(filepath.Dir(p), target)
@@ -269,11 +283,11 @@ func (rf *repoFolder) scanRefs() error {
 	}
 	return filepath.WalkDir(refs, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
-			return err
+			return gone(err)
 		}
 		data, err := os.ReadFile(p)
 		if err != nil {
-			return err
+			return gone(err)
 		}
 		rel, _ := filepath.Rel(refs, p)
 		c := strings.TrimSpace(string(data))

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -434,5 +435,25 @@ func TestCollectCachesRemovesAnEmptySnapshot(t *testing.T) {
 	st, _ := HubCacheUsage(b.root)
 	if r := st.Repos[0]; r.UnlinkedBytes != 0 || r.Leftovers != 0 || len(r.Snapshots) != 2 {
 		t.Errorf("after the collection: %+v", r)
+	}
+}
+
+// TestScanToleratesFilesGoingAway: `lorasync cache status` may scan while
+// the daemon collects, so parts that vanish between a listing and their
+// reading (a snapshot renamed to the trash, a ref removed, a whole folder)
+// are simply absent, not an error.
+func TestScanToleratesFilesGoingAway(t *testing.T) {
+	root := t.TempDir()
+	rf := &repoFolder{repo: "org/base", dir: filepath.Join(root, folderOf("org/base")),
+		blobs: map[string]int64{}, partial: map[string][]string{}, links: map[string][]string{},
+		files: map[string]int{}, refs: map[string][]string{}, listed: map[string][]string{}}
+	if err := rf.scanSnapshot(strings.Repeat("a", 40)); err != nil {
+		t.Errorf("scanning a snapshot removed since the listing: %v", err)
+	}
+	if des, err := readRealDir(filepath.Join(rf.dir, "snapshots")); err != nil || des != nil {
+		t.Errorf("listing a removed dir: %v, %v", des, err)
+	}
+	if err := gone(fmt.Errorf("wrapped: %w", fs.ErrPermission)); !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("gone dropped a permission error: %v", err)
 	}
 }
