@@ -165,23 +165,6 @@ func (d *Daemon) stopIfSuperseded(k state.JobKey, r *runningJob) {
 	r.stop(why)
 }
 
-// tryLock takes key's lock if it is free; the returned func releases it.
-func (p *keyedLocks) tryLock(key string) (func(), bool) {
-	p.mu.Lock()
-	ch, ok := p.m[key]
-	if !ok {
-		ch = make(chan struct{}, 1)
-		p.m[key] = ch
-	}
-	p.mu.Unlock()
-	select {
-	case ch <- struct{}{}:
-		return func() { <-ch }, true
-	default:
-		return nil, false
-	}
-}
-
 // launch marks the job running and runs it in a worker goroutine; target
 // is the branch it pushes to (see targetOf). A job stopped because it was
 // superseded (stopIfSuperseded) is recorded as superseded.

@@ -329,19 +329,37 @@ type keyedLocks struct {
 
 func newKeyedLocks() *keyedLocks { return &keyedLocks{m: map[string]chan struct{}{}} }
 
-// lock waits for key's lock or ctx; the returned func releases it.
-func (p *keyedLocks) lock(ctx context.Context, key string) (func(), error) {
+// slot returns key's 1-slot channel, making it on first use: a send takes
+// the lock, a receive releases it.
+func (p *keyedLocks) slot(key string) chan struct{} {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	ch, ok := p.m[key]
 	if !ok {
 		ch = make(chan struct{}, 1)
 		p.m[key] = ch
 	}
-	p.mu.Unlock()
+	return ch
+}
+
+// lock waits for key's lock or ctx; the returned func releases it.
+func (p *keyedLocks) lock(ctx context.Context, key string) (func(), error) {
+	ch := p.slot(key)
 	select {
 	case ch <- struct{}{}:
 		return func() { <-ch }, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// tryLock takes key's lock if it is free; the returned func releases it.
+func (p *keyedLocks) tryLock(key string) (func(), bool) {
+	ch := p.slot(key)
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, true
+	default:
+		return nil, false
 	}
 }
