@@ -1,38 +1,20 @@
 package convert
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/lorasync/lorasync/convert/synth"
+	"github.com/lorasync/lorasync/internal/logbuf"
 )
 
-// logSink is a goroutine-safe log buffer.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logSink) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelWarn}))
+// warnLogger logs warnings and above into b.
+func warnLogger(b *logbuf.Buffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 // A cache that cannot take what a conversion computed costs the next
@@ -76,9 +58,9 @@ func TestCacheSaveFailureIsAWarning(t *testing.T) {
 	}
 	for name, block := range blocked {
 		t.Run(name, func(t *testing.T) {
-			var logs logSink
+			var logs logbuf.Buffer
 			oo := o
-			oo.CacheDir, oo.Out, oo.Logger = filepath.Join(t.TempDir(), "cache"), filepath.Join(t.TempDir(), "out"), logs.logger()
+			oo.CacheDir, oo.Out, oo.Logger = filepath.Join(t.TempDir(), "cache"), filepath.Join(t.TempDir(), "out"), warnLogger(&logs)
 			block(oo.CacheDir)
 			res, err := Convert(ctx, oo)
 			if err != nil {

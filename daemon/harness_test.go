@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/lorasync/lorasync/daemon/config"
 	"github.com/lorasync/lorasync/daemon/state"
+	"github.com/lorasync/lorasync/internal/logbuf"
 )
 
 var t0 = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
@@ -31,7 +31,7 @@ type harness struct {
 	hub     *fakeHub
 	conv    *fakeConverter
 	clock   *fakeClock
-	logs    *syncBuffer
+	logs    *logbuf.Buffer
 	hook    func(state.JobKey) bool
 	// realHub and realConv, when set, replace the fakes.
 	realHub  Hub
@@ -53,7 +53,7 @@ log: {format: text, level: debug}
 
 func newHarness(t *testing.T, tracks string) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), conv: newFakeConverter(), clock: newFakeClock(t0), logs: &syncBuffer{}}
+	h := &harness{t: t, dir: t.TempDir(), conv: newFakeConverter(), clock: newFakeClock(t0), logs: &logbuf.Buffer{}}
 	h.hub = newFakeHub(filepath.Join(h.dir, "hubcache"))
 	h.cfgPath = filepath.Join(h.dir, "config.yaml")
 	h.writeConfig(tracks)
@@ -186,24 +186,6 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // localAdapterHarness is a harness with one track following org/base's

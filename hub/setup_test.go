@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bytes"
 	"context"
 	"io/fs"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lorasync/lorasync/hub/hubtest"
+	"github.com/lorasync/lorasync/internal/logbuf"
 )
 
 // testToken is the write token of user "alice" on every fake Hub of these tests.
@@ -48,24 +48,7 @@ type env struct {
 	c     *Client
 	cache string
 	clock *fakeClock
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *logbuf.Buffer
 }
 
 // newEnv starts a fake Hub with user alice (token testToken) and a client
@@ -74,7 +57,7 @@ func newEnv(t *testing.T, srvOpts []hubtest.Option, mod func(*Options)) *env {
 	t.Helper()
 	srv := hubtest.NewTB(t, srvOpts...)
 	srv.AddToken(testToken, "alice")
-	e := &env{t: t, srv: srv, cache: filepath.Join(t.TempDir(), "hub"), clock: &fakeClock{}, logs: &syncBuffer{}}
+	e := &env{t: t, srv: srv, cache: filepath.Join(t.TempDir(), "hub"), clock: &fakeClock{}, logs: &logbuf.Buffer{}}
 	e.c = e.client(func(o *Options) {
 		if mod != nil {
 			mod(o)

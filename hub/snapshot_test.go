@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/lorasync/lorasync/hub/hubtest"
+	"github.com/lorasync/lorasync/internal/logbuf"
 )
 
 // lfsThreshold makes files of 4 KiB and more LFS files on the fake, so the
@@ -314,7 +315,7 @@ func TestProgressLog(t *testing.T) {
 // TestProgressBar: a forced bar renders to ProgressOutput with the
 // operation's description (on a terminal ProgressAuto picks it).
 func TestProgressBar(t *testing.T) {
-	var out syncBuffer
+	var out logbuf.Buffer
 	e := newEnv(t, nil, func(o *Options) { o.Progress, o.ProgressOutput = ProgressBar, &out })
 	e.seed("model", map[string][]byte{"a.txt": []byte("hello")})
 	if _, err := e.c.Snapshot(context.Background(), "alice/model", "main", SnapshotOptions{}); err != nil {
