@@ -180,3 +180,23 @@ tracks:
 	}
 	pushedAdapter(t, srv, j.OutputRepo, "org/base", commit, m.newCfg)
 }
+
+// A Hub adapter published only as a pickle (adapter_model.bin) is parked
+// with the converter's refusal, as a local one is, not with a "no such file"
+// for the safetensors weights the download skipped.
+func TestE2EPickleOnlyHubAdapterParkedWithClearError(t *testing.T) {
+	h, srv := hubtestBed(t, oneAdapterTrack)
+	m := makeModels(t)
+	seed(t, srv, "org/base", m.old)
+	seed(t, srv, "acme/math", map[string][]byte{
+		adapterConfigFile:   m.adapter[adapterConfigFile],
+		"adapter_model.bin": []byte("not unpickled, ever"),
+	})
+	h.runOnce()
+	seed(t, srv, "org/base", m.new)
+	h.runOnce()
+	j := h.job("acme/math")
+	if j.Status != state.Parked || !strings.Contains(j.LastError, "pickle") {
+		t.Fatalf("job %+v, want parked with the pickle refusal", j)
+	}
+}

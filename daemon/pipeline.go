@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -86,6 +87,12 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	if err != nil {
 		if _, lerr := peft.Load(adapterDir); lerr != nil {
 			err = lerr // the converter's own refusal: a pickle-only adapter, ...
+		}
+		if !ad.Local() && errors.Is(err, fs.ErrNotExist) {
+			// The download takes safetensors weights only, so a repo that
+			// publishes a pickle has no weights here at all.
+			return job, permanentf("adapter %s@%s has no %s: lorasync reads safetensors weights only and never loads a pickle (adapter_model.bin); convert the adapter to safetensors and push that: %w",
+				ad.ID, short(job.AdapterCommit), adapterWeightsFile, err)
 		}
 		return job, permanentf("adapter %s: %w", ad.ID, err)
 	}
