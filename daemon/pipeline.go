@@ -97,6 +97,9 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 		return job, permanentf("adapter %s: %w", ad.ID, err)
 	}
 	job.AdapterContent = content
+	if err := checkTrainedOn(adapterDir, ad, job); err != nil {
+		return job, err
+	}
 	if prev, err := d.sameContentDone(job, tg); err != nil {
 		return job, err
 	} else if prev != nil {
@@ -258,6 +261,29 @@ func (d *Daemon) snapshot(ctx context.Context, repo, commit, what string) (strin
 	}
 	d.metrics.DownloadedBytes.Add(float64(n))
 	return dir, nil
+}
+
+// checkTrainedOn refuses (permanently) an adapter whose adapter_config.json
+// says it was trained on the new base repo of a job that migrates from
+// another repo: a team that retrained it on the successor and pushed it to
+// the same adapter repo wants it used as is, and migrating weights that
+// already fit the new base as if they fit the old one would push nonsense.
+// Names that are paths or other repos say nothing either way.
+func checkTrainedOn(adapterDir string, ad Adapter, job state.Job) error {
+	if job.Key.BaseRepo == job.OldBaseRepo {
+		return nil // a new commit of the same repo: both bases share the name
+	}
+	path := filepath.Join(adapterDir, adapterConfigFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil // peftContent read it; a vanished file is the converter's to report
+	}
+	cfg, err := peft.ParseConfig(path, data)
+	if err != nil || cfg.BaseModel != job.Key.BaseRepo {
+		return nil
+	}
+	return permanentf("adapter %s declares base_model_name_or_path %q, the new base itself: it was trained on %s already, so there is nothing to migrate from %s (register it on a track of %s instead)",
+		ad.ID, cfg.BaseModel, job.Key.BaseRepo, job.OldBaseRepo, job.Key.BaseRepo)
 }
 
 // checkFreeDisk refuses to download when dir's filesystem has less than

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -290,5 +291,37 @@ tracks:
 	}
 	if h.conv.maxPerPair != 1 {
 		t.Errorf("%d conversions of one pair ran at once, want 1", h.conv.maxPerPair)
+	}
+}
+
+// An adapter whose config says it was trained on the successor itself is
+// refused for that migration (parked, saying why) rather than migrated as if
+// its weights fit the old base; an adapter of the old base is migrated.
+func TestAdapterTrainedOnTheNewBaseNotMigrated(t *testing.T) {
+	h := newHarness(t, `
+tracks:
+  - name: t
+    base: {repo: org/base}
+    follow: {successors: [org/base-2]}
+    adapters: [{repo: acme/math}, {repo: acme/chat}]
+    target: {repo_template: "{adapter}-{base_name}"}
+`)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8)) // trained on org/base
+	retrained := adapterFiles(8)
+	retrained[adapterConfigFile] = bytes.Replace(retrained[adapterConfigFile], []byte(`"org/base"`), []byte(`"org/base-2"`), 1)
+	h.hub.commit("acme/chat", "main", retrained)
+	h.runOnce()
+	h.hub.commit("org/base-2", "main", baseFiles("v2"))
+	h.runOnce()
+	if j := h.job("acme/math"); j.Status != state.Done {
+		t.Errorf("old-base adapter: %+v", j)
+	}
+	j := h.job("acme/chat")
+	if j.Status != state.Parked || !strings.Contains(j.LastError, `base_model_name_or_path "org/base-2", the new base itself`) {
+		t.Fatalf("adapter trained on the new base: %+v", j)
+	}
+	if n := h.hub.uploadCount(); n != 1 {
+		t.Errorf("%d uploads, want 1", n)
 	}
 }
