@@ -226,6 +226,12 @@ func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, ru
 		j.Status, j.LastError, j.NextAttempt, j.Finished = state.Done, "", time.Time{}, now
 		j.Attempts++
 		outcome = "done"
+	case errors.Is(runErr, errUnregistered):
+		// Orphaned as a waiting job is: it comes back pending if the track
+		// or adapter does.
+		j.Status, j.LastError = state.Pending, ""
+		j.Orphaned(runErr.Error(), now)
+		outcome = "orphaned"
 	case errors.Is(runErr, errSuperseded):
 		j.Status, j.LastError, j.Finished = state.Superseded, runErr.Error(), now
 		outcome = "superseded"
@@ -265,6 +271,8 @@ func (d *Daemon) finish(ctx context.Context, cfg *config.Config, j state.Job, ru
 		d.log.Info("job interrupted by shutdown", "job", j.Key.String())
 	case "superseded":
 		d.log.Info("job superseded; not pushed", "job", j.Key.String(), "reason", j.LastError)
+	case "orphaned":
+		d.log.Info("job orphaned; not pushed", "job", j.Key.String(), "reason", j.LastError)
 	}
 	d.refreshGauges()
 }

@@ -57,7 +57,7 @@ type Metrics struct {
 	// superseded).
 	Jobs *prometheus.GaugeVec
 	// JobDuration observes attempt durations by outcome (done, failed,
-	// parked, interrupted, superseded).
+	// parked, interrupted, superseded, orphaned).
 	JobDuration *prometheus.HistogramVec
 	// DownloadedBytes counts bytes fetched from the Hub (cache hits are 0).
 	DownloadedBytes prometheus.Counter

@@ -143,3 +143,50 @@ func TestRemovedTrackOrphanedAcrossRestart(t *testing.T) {
 		t.Errorf("%d uploads, want 2", n)
 	}
 }
+
+// A job whose adapter leaves the config while it converts is not pushed: at
+// its last check before the push it is orphaned (remembering pending), as it
+// would have been while waiting, and it runs when the adapter comes back.
+func TestAdapterRemovedWhileRunningNotPushed(t *testing.T) {
+	h := newHarness(t, twoAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/a1", "main", adapterFiles(8))
+	h.hub.commit("acme/a2", "main", adapterFiles(4))
+	h.runOnce()
+	h.hub.commit("org/base", "main", baseFiles("v1"))
+	d := h.daemon(false)
+	ctx := context.Background()
+	removed := false
+	h.conv.onConvert = func(req ConvertRequest) {
+		if !removed && strings.Contains(req.AdapterID, "acme/a2") {
+			removed = true
+			h.writeConfig(strings.Replace(twoAdapterTrack, ", {repo: acme/a2}", "", 1))
+			if err := d.Reload(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if _, err := d.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !removed {
+		t.Fatal("a2 was never converted")
+	}
+	j := h.job("acme/a2")
+	if j.Status != state.Orphaned || !strings.Contains(j.LastError, "no longer registered") || j.Orphan == nil || j.Orphan.Status != state.Pending {
+		t.Fatalf("a2 after its adapter left mid-run: %+v", j)
+	}
+	if h.job("acme/a1").Status != state.Done || h.hub.uploadCount() != 1 {
+		t.Fatalf("uploads %d, want only a1's", h.hub.uploadCount())
+	}
+	h.writeConfig(twoAdapterTrack)
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if j := h.job("acme/a2"); j.Status != state.Done || h.hub.uploadCount() != 2 {
+		t.Fatalf("a2 after coming back: %+v, uploads %d", j, h.hub.uploadCount())
+	}
+}

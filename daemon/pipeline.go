@@ -171,6 +171,9 @@ func (d *Daemon) runJob(ctx context.Context, cfg *config.Config, tr config.Track
 	if err := d.checkSuperseded(tr, ad, job); err != nil {
 		return job, err
 	}
+	if err := d.checkRegistered(job); err != nil {
+		return job, err
+	}
 	found, parent, err := reconcile(ctx, d.hub, tg, ad, job)
 	if err != nil {
 		return job, err
@@ -201,6 +204,34 @@ func (d *Daemon) reconciled(job state.Job, tg target, found *existing) state.Job
 	job.OutputRepo, job.OutputRevision, job.OutputCommit, job.PullRequest = tg.Repo, tg.Revision, found.Commit, found.PullRequest
 	job.Reconciled = true
 	return job
+}
+
+// errUnregistered is wrapped when the job's track, or its adapter in the
+// track, left the configuration while the job ran: it is orphaned instead
+// of pushed, as it would have been had it still been waiting.
+var errUnregistered = errors.New("no longer registered")
+
+// checkRegistered returns an errUnregistered error when the configuration
+// in force (reloaded since the job started, perhaps) no longer has the job's
+// track or adapter. An unreadable drop-in dir proves nothing: the job goes
+// on.
+func (d *Daemon) checkRegistered(job state.Job) error {
+	for _, tr := range d.Config().Tracks {
+		if tr.Name != job.Key.Track {
+			continue
+		}
+		ads, errs := registeredAdapters(tr)
+		if len(errs) > 0 {
+			return nil
+		}
+		for _, a := range ads {
+			if a.ID == job.Key.Adapter {
+				return nil
+			}
+		}
+		return fmt.Errorf("adapter %s is %w in track %s; the job waits until it is again", job.Key.Adapter, errUnregistered, job.Key.Track)
+	}
+	return fmt.Errorf("track %s is %w; the job waits until it is again", job.Key.Track, errUnregistered)
 }
 
 // errSuperseded is wrapped when a newer commit of the job's base repo, a
