@@ -16,7 +16,8 @@
 //     as a newer one's (a target without {base_name}): the target ends on
 //     the newest base's migration. Waiting jobs of tracks or adapters
 //     removed from the config are orphaned (never run, counted apart) and
-//     adopted again when they come back.
+//     adopted again when they come back; a running one is orphaned at its
+//     last check before the push.
 //   - revisions.go: an adapter's revision is its Hub commit or a content
 //     hash of its local directory (stat-memoised), resolved at every poll,
 //     so a retrained adapter is migrated again and unchanged content never
