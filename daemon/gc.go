@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,8 +22,10 @@ import (
 //     migrates from or to its commit, and while it is a configured track's
 //     baseline or the latest version of one of its repos (the next adapter
 //     registered, or the next revision of one, migrates between those).
-//     Repos of tracks never polled, and adapter repos, are left alone;
-//     cache.keep_base_snapshots turns this off;
+//     Repos of tracks never polled are left alone. A Hub adapter's repo
+//     keeps the snapshot of the revision the adapter is at and those of
+//     waiting or running jobs (all of them until its revision is first
+//     resolved). cache.keep_base_snapshots turns this off;
 //   - the converter's caches (cache_dir/convert: pair analyses with their
 //     MLP operators) beyond cache.max_size, least recently used first
 //     (convert.PruneCache).
@@ -40,12 +44,13 @@ func HubCacheDir(cacheDir string) string { return filepath.Join(cacheDir, "hub")
 
 // Why a snapshot is kept (SnapshotUsage.Needed).
 const (
-	needBaseline = "baseline"
-	needLatest   = "latest version"
-	needJob      = "waiting or running job"
-	needUnpolled = "track not polled yet"
-	needAdapter  = "adapter repo"
-	needKeepAll  = "cache.keep_base_snapshots"
+	needBaseline   = "baseline"
+	needLatest     = "latest version"
+	needJob        = "waiting or running job"
+	needUnpolled   = "track not polled yet"
+	needAdapter    = "adapter repo"
+	needAdapterRev = "adapter's revision"
+	needKeepAll    = "cache.keep_base_snapshots"
 )
 
 // snapshotNeeds says, for every base repo the state knows, which commits'
@@ -93,9 +98,20 @@ func baseSnapshotNeeds(cfg *config.Config, snap *state.Snapshot) *snapshotNeeds 
 		for _, v := range ts.Latest() {
 			need(v.Repo, v.Commit, needLatest)
 		}
-		for _, a := range tr.Adapters {
-			if a.Repo != "" {
-				n.keepAll[a.Repo] = needAdapter
+		for _, r := range tr.Adapters {
+			if r.IsLocal() {
+				continue
+			}
+			// A Hub adapter keeps the snapshot of the revision it is at;
+			// older ones go. Until its revision is resolved, all stay, and
+			// so do those of an adapter repo the track pushes to (a branch
+			// or a pull request of its own): pushes are read back from it
+			// outside the download lock.
+			h, ok := ts.Adapters[adapterFromRef(r).ID]
+			if ok && h.Rev != "" && tr.Target.Branch == "" && !tr.Target.PR {
+				need(r.Repo, h.Rev, needAdapterRev)
+			} else {
+				n.keepAll[r.Repo] = needAdapter
 			}
 		}
 	}
@@ -103,9 +119,23 @@ func baseSnapshotNeeds(cfg *config.Config, snap *state.Snapshot) *snapshotNeeds 
 		if j.Status == state.Pending || j.Status == state.Running || j.Status == state.Failed {
 			need(j.Key.BaseRepo, j.Key.BaseCommit, needJob)
 			need(j.OldBaseRepo, j.OldBaseCommit, needJob)
+			if repo, ok := hubAdapterRepo(j.Key.Adapter); ok {
+				need(repo, cmp.Or(j.AdapterCommit, j.Key.AdapterRev), needJob)
+			}
 		}
 	}
 	return n
+}
+
+// hubAdapterRepo returns the repo of a Hub adapter's id
+// ("hub:owner/name@revision").
+func hubAdapterRepo(id string) (string, bool) {
+	rest, ok := strings.CutPrefix(id, "hub:")
+	if !ok {
+		return "", false
+	}
+	repo, _, _ := strings.Cut(rest, "@")
+	return repo, repo != ""
 }
 
 // why returns why repo@commit is kept, "" when it may go.

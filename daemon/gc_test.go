@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -24,13 +25,16 @@ import (
 func TestBaseSnapshotNeeds(t *testing.T) {
 	c := func(n byte) string { return strings.Repeat(string(rune('0'+n)), 40) }
 	cfg := &config.Config{Tracks: []config.Track{
-		{Name: "t", Base: config.RepoRef{Repo: "org/base"}, Adapters: []config.AdapterRef{{Repo: "acme/math"}}},
+		{Name: "t", Base: config.RepoRef{Repo: "org/base"}, Adapters: []config.AdapterRef{{Repo: "acme/math"}, {Repo: "acme/new"}}},
+		{Name: "own", Base: config.RepoRef{Repo: "org/own"}, Adapters: []config.AdapterRef{{Repo: "acme/self"}}, Target: config.Target{Branch: "lorasync"}},
 		{Name: "new", Base: config.RepoRef{Repo: "org/fresh"}, Follow: config.Follow{Successors: []string{"org/fresh2"}}},
 	}}
 	snap := &state.Snapshot{
 		Tracks: []state.TrackState{
 			{Track: "t", BaseRepo: "org/base", BaselineCommit: c(0), Versions: []state.Version{
-				{Repo: "org/base", Commit: c(1)}, {Repo: "org/next", Commit: c(2)}, {Repo: "org/base", Commit: c(3)}}},
+				{Repo: "org/base", Commit: c(1)}, {Repo: "org/next", Commit: c(2)}, {Repo: "org/base", Commit: c(3)}},
+				Adapters: map[string]state.AdapterHead{"hub:acme/math@": {Rev: c(5)}}}, // acme/new: not resolved yet
+			{Track: "own", BaseRepo: "org/own", BaselineCommit: c(0), Adapters: map[string]state.AdapterHead{"hub:acme/self@": {Rev: c(5)}}},
 			{Track: "gone", BaseRepo: "org/removed", BaselineCommit: c(9)},
 		},
 	}
@@ -40,6 +44,13 @@ func TestBaseSnapshotNeeds(t *testing.T) {
 	}
 	snap.Jobs = []state.Job{job(c(4), state.Pending), job(c(5), state.Running), job(c(6), state.Failed),
 		job(c(1), state.Done), job(c(7), state.Parked), job(c(8), state.Superseded), job(strings.Repeat("e", 40), state.Orphaned)}
+	// Adapter revisions of waiting jobs stay too; done ones' go.
+	adJob := func(rev string, st state.Status) state.Job {
+		j := job(c(4), st)
+		j.Key.Adapter, j.AdapterCommit = "hub:acme/math@", rev
+		return j
+	}
+	snap.Jobs = append(snap.Jobs, adJob(c(6), state.Pending), adJob(c(7), state.Done))
 	n := baseSnapshotNeeds(cfg, snap)
 	for _, tc := range []struct {
 		repo, commit, want string
@@ -57,7 +68,12 @@ func TestBaseSnapshotNeeds(t *testing.T) {
 		{"org/removed", c(9), ""}, // a track no longer configured
 		{"org/fresh", c(1), needUnpolled},
 		{"org/fresh2", c(1), needUnpolled},
-		{"acme/math", c(1), needAdapter},
+		{"acme/math", c(5), needAdapterRev}, // the revision the adapter is at
+		{"acme/math", c(6), needJob},        // a waiting job's revision
+		{"acme/math", c(7), ""},             // an older revision, its job done
+		{"acme/math", c(1), ""},             // an older revision, no job
+		{"acme/new", c(1), needAdapter},     // revision not resolved yet: all stay
+		{"acme/self", c(1), needAdapter},    // pushed to (a branch of its own): all stay
 		{"someone/else", c(1), "not a base repo"},
 	} {
 		if got := n.why(tc.repo, tc.commit); got != tc.want {
@@ -82,22 +98,7 @@ func TestE2ECachesCollectedAfterJobs(t *testing.T) {
 	h.runOnce()
 	hubDir := filepath.Join(h.dir, "hf")
 	convDir := ConvertCacheDir(h.config().CacheDir)
-	snapshots := func() []string {
-		st, err := HubCacheUsage(hubDir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, r := range st.Repos {
-			if r.Repo == "org/base" {
-				for _, s := range r.Snapshots {
-					out = append(out, s.Commit)
-				}
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
+	snapshots := func() []string { return cachedSnapshots(t, hubDir, "org/base") }
 	var versions []string
 	for i, files := range []map[string][]byte{m.new, withVersion(m.new, "2")} {
 		c := seed(t, srv, "org/base", files)
@@ -134,6 +135,62 @@ func TestE2ECachesCollectedAfterJobs(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), "removed base snapshots no job needs") {
 		t.Errorf("no log of the collection:\n%s", h.logs.String())
+	}
+}
+
+// cachedSnapshots lists the commits of repo's snapshots in the hub cache.
+func cachedSnapshots(t *testing.T, hubDir, repo string) []string {
+	t.Helper()
+	st, err := HubCacheUsage(hubDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range st.Repos {
+		if r.Repo == repo {
+			for _, s := range r.Snapshots {
+				out = append(out, s.Commit)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A Hub adapter's older revision leaves the cache once the new one is
+// migrated: the adapter's repo keeps the snapshot of the revision it is at.
+func TestE2EOldAdapterRevisionCollected(t *testing.T) {
+	h, srv := hubtestBed(t, oneAdapterTrack)
+	h.realConv = LoRASuite{Logger: slog.New(slog.DiscardHandler)}
+	m := makeModels(t)
+	seed(t, srv, "org/base", m.old)
+	a1 := seed(t, srv, "acme/math", m.adapter)
+	h.runOnce()
+	seed(t, srv, "org/base", m.new)
+	if err := h.runOnce().Err(); err != nil {
+		t.Fatal(err)
+	}
+	hubDir := filepath.Join(h.dir, "hf")
+	if got := cachedSnapshots(t, hubDir, "acme/math"); !slices.Equal(got, []string{a1}) {
+		t.Fatalf("adapter snapshots %v, want the migrated revision %s", got, a1)
+	}
+	retrained := map[string][]byte{}
+	for k, v := range m.adapter {
+		retrained[k] = v
+	}
+	retrained[adapterConfigFile] = bytes.Replace(m.adapter[adapterConfigFile], []byte(`"lora_alpha": 8`), []byte(`"lora_alpha": 16`), 1)
+	if bytes.Equal(retrained[adapterConfigFile], m.adapter[adapterConfigFile]) {
+		t.Fatalf("test setup: lora_alpha not found in %s", m.adapter[adapterConfigFile])
+	}
+	a2 := seed(t, srv, "acme/math", retrained)
+	if err := h.runOnce().Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.jobs()); n != 2 {
+		t.Fatalf("%d jobs, want 2 (one per adapter revision): %+v", n, h.jobs())
+	}
+	if got := cachedSnapshots(t, hubDir, "acme/math"); !slices.Equal(got, []string{a2}) {
+		t.Fatalf("adapter snapshots %v, want only the current revision %s", got, a2)
 	}
 }
 
