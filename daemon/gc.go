@@ -21,7 +21,9 @@ import (
 //     no job needs: a snapshot stays while a pending, running or failed job
 //     migrates from or to its commit, and while it is a configured track's
 //     baseline or the latest version of one of its repos (the next adapter
-//     registered, or the next revision of one, migrates between those).
+//     registered, or the next revision of one, migrates between those),
+//     unless every adapter's migration to that repo goes to the same
+//     branch as a newer repo's (then no job ever migrates to it).
 //     Repos of tracks never polled are left alone. A Hub adapter's repo
 //     keeps the snapshot of the revision the adapter is at and those of
 //     waiting or running jobs (all of them until its revision is first
@@ -95,8 +97,12 @@ func baseSnapshotNeeds(cfg *config.Config, snap *state.Snapshot) *snapshotNeeds 
 			continue
 		}
 		need(ts.BaseRepo, ts.BaselineCommit, needBaseline)
-		for _, v := range ts.Latest() {
-			need(v.Repo, v.Commit, needLatest)
+		latest := ts.Latest()
+		over := overtakenForAll(tr, ts, latest)
+		for _, v := range latest {
+			if !over[v.Repo] {
+				need(v.Repo, v.Commit, needLatest)
+			}
 		}
 		for _, r := range tr.Adapters {
 			if r.IsLocal() {
@@ -125,6 +131,30 @@ func baseSnapshotNeeds(cfg *config.Config, snap *state.Snapshot) *snapshotNeeds 
 		}
 	}
 	return n
+}
+
+// overtakenForAll returns the repos among latest whose migration, for every
+// adapter of the track, goes to the same branch as a newer base repo's (see
+// overtaken): no job will migrate to them, so their latest version need not
+// stay. With no adapter, or a drop-in dir that cannot be read, it claims
+// nothing.
+func overtakenForAll(tr config.Track, ts state.TrackState, latest []state.Version) map[string]bool {
+	ads, errs := registeredAdapters(tr)
+	if len(ads) == 0 || len(errs) > 0 {
+		return nil
+	}
+	targets := branchTargets(tr)
+	count := map[string]int{}
+	for _, a := range ads {
+		for repo := range overtaken(ts, latest, a, targets) {
+			count[repo]++
+		}
+	}
+	out := map[string]bool{}
+	for repo, n := range count {
+		out[repo] = n == len(ads)
+	}
+	return out
 }
 
 // hubAdapterRepo returns the repo of a Hub adapter's id

@@ -27,6 +27,12 @@ func TestBaseSnapshotNeeds(t *testing.T) {
 	cfg := &config.Config{Tracks: []config.Track{
 		{Name: "t", Base: config.RepoRef{Repo: "org/base"}, Adapters: []config.AdapterRef{{Repo: "acme/math"}, {Repo: "acme/new"}}},
 		{Name: "own", Base: config.RepoRef{Repo: "org/own"}, Adapters: []config.AdapterRef{{Repo: "acme/self"}}, Target: config.Target{Branch: "lorasync"}},
+		// Successors whose migrations share one target: only the newest's
+		// latest version is a migration's destination.
+		{Name: "shared", Base: config.RepoRef{Repo: "org/gen1"}, Follow: config.Follow{Successors: []string{"org/gen2", "org/gen3"}},
+			Adapters: []config.AdapterRef{{Repo: "acme/bot"}}, Target: config.Target{RepoTemplate: "{adapter}-latest", Owner: "acme"}},
+		{Name: "apart", Base: config.RepoRef{Repo: "org/sep1"}, Follow: config.Follow{Successors: []string{"org/sep2", "org/sep3"}},
+			Adapters: []config.AdapterRef{{Repo: "acme/bot2"}}, Target: config.Target{RepoTemplate: "{adapter}-{base_name}", Owner: "acme"}},
 		{Name: "new", Base: config.RepoRef{Repo: "org/fresh"}, Follow: config.Follow{Successors: []string{"org/fresh2"}}},
 	}}
 	snap := &state.Snapshot{
@@ -35,6 +41,10 @@ func TestBaseSnapshotNeeds(t *testing.T) {
 				{Repo: "org/base", Commit: c(1)}, {Repo: "org/next", Commit: c(2)}, {Repo: "org/base", Commit: c(3)}},
 				Adapters: map[string]state.AdapterHead{"hub:acme/math@": {Rev: c(5)}}}, // acme/new: not resolved yet
 			{Track: "own", BaseRepo: "org/own", BaselineCommit: c(0), Adapters: map[string]state.AdapterHead{"hub:acme/self@": {Rev: c(5)}}},
+			{Track: "shared", BaseRepo: "org/gen1", BaselineCommit: c(0), Versions: []state.Version{
+				{Repo: "org/gen2", Commit: c(1)}, {Repo: "org/gen3", Commit: c(2)}}},
+			{Track: "apart", BaseRepo: "org/sep1", BaselineCommit: c(0), Versions: []state.Version{
+				{Repo: "org/sep2", Commit: c(1)}, {Repo: "org/sep3", Commit: c(2)}}},
 			{Track: "gone", BaseRepo: "org/removed", BaselineCommit: c(9)},
 		},
 	}
@@ -74,6 +84,11 @@ func TestBaseSnapshotNeeds(t *testing.T) {
 		{"acme/math", c(1), ""},             // an older revision, no job
 		{"acme/new", c(1), needAdapter},     // revision not resolved yet: all stay
 		{"acme/self", c(1), needAdapter},    // pushed to (a branch of its own): all stay
+		{"org/gen1", c(0), needBaseline},
+		{"org/gen2", c(1), ""}, // overtaken by gen3 on the shared target
+		{"org/gen3", c(2), needLatest},
+		{"org/sep2", c(1), needLatest}, // a target of its own
+		{"org/sep3", c(2), needLatest},
 		{"someone/else", c(1), "not a base repo"},
 	} {
 		if got := n.why(tc.repo, tc.commit); got != tc.want {
