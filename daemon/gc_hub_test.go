@@ -179,16 +179,7 @@ func TestRemoveSnapshotsInterrupted(t *testing.T) {
 	for _, step := range []string{"refs removed", "snapshot moved", "snapshots removed"} {
 		t.Run(strings.ReplaceAll(step, " ", "-"), func(t *testing.T) {
 			b := newGCBed(t)
-			gcStep = func(s string) error {
-				if s == step {
-					return errKilledHere
-				}
-				return nil
-			}
-			if _, err := removeSnapshots(context.Background(), b.root, "org/base", b.commits[:1]); !errors.Is(err, errKilledHere) {
-				t.Fatalf("not interrupted: %v", err)
-			}
-			gcStep = func(string) error { return nil }
+			b.removeKilledAfter(t, step)
 			if got := b.checkConsistent(t, "killed after "+step); !got[1] || !got[2] {
 				t.Fatalf("kept snapshots unreadable: %v", got)
 			}
@@ -256,16 +247,7 @@ func TestCollectCachesFinishesAnInterruptedRemoval(t *testing.T) {
 	for _, step := range []string{"refs removed", "snapshot moved", "snapshots removed"} {
 		t.Run(strings.ReplaceAll(step, " ", "-"), func(t *testing.T) {
 			b := newGCBed(t)
-			gcStep = func(s string) error {
-				if s == step {
-					return errKilledHere
-				}
-				return nil
-			}
-			if _, err := removeSnapshots(context.Background(), b.root, "org/base", b.commits[:1]); !errors.Is(err, errKilledHere) {
-				t.Fatalf("not interrupted: %v", err)
-			}
-			gcStep = func(string) error { return nil }
+			b.removeKilledAfter(t, step)
 			// The two commits left are the track's baseline and latest
 			// version: nothing else is to be dropped.
 			cfg := &config.Config{Tracks: []config.Track{{Name: "t", Base: config.RepoRef{Repo: "org/base"}}}}
@@ -435,6 +417,22 @@ func TestCollectCachesRemovesAnEmptySnapshot(t *testing.T) {
 	st, _ := HubCacheUsage(b.root)
 	if r := st.Repos[0]; r.UnlinkedBytes != 0 || r.Leftovers != 0 || len(r.Snapshots) != 2 {
 		t.Errorf("after the collection: %+v", r)
+	}
+}
+
+// removeKilledAfter removes the bed's first snapshot in a collection that
+// dies right after step.
+func (b *gcBed) removeKilledAfter(t *testing.T, step string) {
+	t.Helper()
+	gcStep = func(s string) error {
+		if s == step {
+			return errKilledHere
+		}
+		return nil
+	}
+	defer func() { gcStep = func(string) error { return nil } }()
+	if _, err := removeSnapshots(context.Background(), b.root, "org/base", b.commits[:1]); !errors.Is(err, errKilledHere) {
+		t.Fatalf("not interrupted: %v", err)
 	}
 }
 
