@@ -202,11 +202,7 @@ tracks:
 }
 
 func TestShutdownLeavesJobResumable(t *testing.T) {
-	h := newHarness(t, oneAdapterTrack)
-	h.hub.commit("org/base", "main", baseFiles("v0"))
-	h.hub.commit("acme/math", "main", adapterFiles(8))
-	h.runOnce()
-	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h := hubAdapterHarness(t)
 	h.conv.delay = time.Hour // a conversion that outlives the daemon
 
 	d := h.daemon(false)
@@ -384,11 +380,7 @@ tracks:
 // the disk full for a while) is recorded once the store works again; before,
 // it stayed "running" in the database, never retried, until a restart.
 func TestOutcomeRecordedAfterStoreRecovers(t *testing.T) {
-	h := newHarness(t, oneAdapterTrack)
-	h.hub.commit("org/base", "main", baseFiles("v0"))
-	h.hub.commit("acme/math", "main", adapterFiles(8))
-	h.runOnce()
-	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h := hubAdapterHarness(t)
 
 	dbPath := filepath.Join(h.dir, "state", state.FileName)
 	released := make(chan struct{})

@@ -15,11 +15,7 @@ import (
 )
 
 func TestHubOutageRetriedThenSucceeds(t *testing.T) {
-	h := newHarness(t, oneAdapterTrack)
-	h.hub.commit("org/base", "main", baseFiles("v0"))
-	h.hub.commit("acme/math", "main", adapterFiles(8))
-	h.runOnce()
-	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h := hubAdapterHarness(t)
 	h.hub.failNext("Snapshot", 2)
 
 	h.runOnce()
@@ -49,11 +45,7 @@ func TestHubOutageRetriedThenSucceeds(t *testing.T) {
 }
 
 func TestParkedAfterMaxAttempts(t *testing.T) {
-	h := newHarness(t, oneAdapterTrack)
-	h.hub.commit("org/base", "main", baseFiles("v0"))
-	h.hub.commit("acme/math", "main", adapterFiles(8))
-	h.runOnce()
-	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h := hubAdapterHarness(t)
 	h.hub.failNext("Upload", 1000)
 	for range 3 { // retry.max_attempts
 		h.runOnce()

@@ -188,6 +188,19 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// hubAdapterHarness is a harness on oneAdapterTrack (org/base's commits,
+// the Hub adapter acme/math) whose baseline (v0) has been polled and whose
+// new base commit (v1) waits for the next run.
+func hubAdapterHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t, oneAdapterTrack)
+	h.hub.commit("org/base", "main", baseFiles("v0"))
+	h.hub.commit("acme/math", "main", adapterFiles(8))
+	h.runOnce()
+	h.hub.commit("org/base", "main", baseFiles("v1"))
+	return h
+}
+
 // localAdapterHarness is a harness with one track following org/base's
 // commits with the local adapter dir (written with adapterFiles(8)) and
 // targets "{adapter}-{base_name}": its baseline (v0) has been polled, and a

@@ -138,11 +138,7 @@ func TestLocalAdapterContentChangeMigratedAgain(t *testing.T) {
 // edit) makes a job that neither converts nor pushes; the next real change
 // does both.
 func TestHubAdapterCommitWithSameFilesPushesNothing(t *testing.T) {
-	h := newHarness(t, oneAdapterTrack)
-	h.hub.commit("org/base", "main", baseFiles("v0"))
-	h.hub.commit("acme/math", "main", adapterFiles(8))
-	h.runOnce()
-	h.hub.commit("org/base", "main", baseFiles("v1"))
+	h := hubAdapterHarness(t)
 	h.runOnce()
 	first := h.job("acme/math")
 	if first.Status != state.Done || first.AdapterContent == "" || h.hub.uploadCount() != 1 {
