@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -152,26 +153,31 @@ func TestOlderBaseNeverPushedOverNewerOnSharedTarget(t *testing.T) {
 	}
 }
 
-// Two tracks whose target templates name the same repo: nothing orders
-// their bases, so neither supersedes the other, but their jobs never run at
-// once and both pushes land, one after the other.
+// Two tracks whose drop-in dirs each hold an adapter folder "math" push to
+// one repo (a collision only the run can see: config validation refuses it
+// for listed adapters): nothing orders their bases, so neither supersedes
+// the other, but their jobs never run at once and both pushes land, one
+// after the other.
 func TestJobsOfOneTargetNeverRunAtOnce(t *testing.T) {
+	root := t.TempDir()
+	dirA, dirB := filepath.Join(root, "a"), filepath.Join(root, "b")
 	h := newHarness(t, `
 tracks:
   - name: a
     base: {repo: org/a}
     follow: {commits: true}
-    adapters: [{repo: acme/math}]
-    target: {repo_template: "{adapter}-shared"}
+    dropin_dirs: [`+dirA+`]
+    target: {repo_template: "{adapter}-shared", owner: acme}
   - name: b
     base: {repo: org/b}
     follow: {commits: true}
-    adapters: [{repo: acme/math}]
-    target: {repo_template: "{adapter}-shared"}
+    dropin_dirs: [`+dirB+`]
+    target: {repo_template: "{adapter}-shared", owner: acme}
 `)
+	writeAdapterDir(t, filepath.Join(dirA, "math"), adapterFiles(8))
+	writeAdapterDir(t, filepath.Join(dirB, "math"), adapterFiles(8))
 	h.hub.commit("org/a", "main", baseFiles("a0"))
 	h.hub.commit("org/b", "main", baseFiles("b0"))
-	h.hub.commit("acme/math", "main", adapterFiles(8))
 	h.runOnce()
 	h.hub.commit("org/a", "main", baseFiles("a1"))
 	h.hub.commit("org/b", "main", baseFiles("b1"))

@@ -93,36 +93,37 @@ func TestReadmeExampleLoads(t *testing.T) {
 
 func TestBadConfigs(t *testing.T) {
 	cases := map[string]string{
-		"literal-token":        "hub.token: a literal token is not allowed",
-		"unknown-key":          "'tracks[0].adapters[0]' has invalid keys: revison",
-		"unknown-top":          "top level has invalid keys: schedul",
-		"bad-adapter-repo":     "tracks[1].adapters[0].repo: want owner/name",
-		"bad-schedule":         "schedule: invalid spec",
-		"bad-duration":         "backoff_base",
-		"bad-size":             "unknown unit",
-		"two-targets":          "tracks[0].target: set exactly one of",
-		"follow-nothing":       "tracks[0].follow: nothing to follow",
-		"follow-commit-pinned": "tracks[0].follow.commits: base.revision",
-		"bad-pattern":          "tracks[0].follow.discover.pattern: invalid regular expression",
-		"local-pr":             "tracks[0].target.pr: local and drop-in adapters",
-		"local-no-owner":       "tracks[0].target.owner",
-		"unknown-placeholder":  "tracks[0].target.repo_template: unknown placeholder {owner}",
-		"dup-track":            "tracks[1].name: duplicate track name",
-		"bad-enum":             `tracks[0].convert.head_transfer: must be one of lstsq, gram, got "magic"`,
-		"explicit-no-layers":   "tracks[0].convert.layers",
-		"similarity-no-file":   "tracks[0].convert.similarity_file",
-		"no-tracks":            "tracks: at least one track",
-		"concurrency-zero":     "concurrency: must be between 1 and 64",
-		"backoff-inverted":     "retry.backoff_max",
-		"cache-negative":       "cache.max_size: must not be negative",
-		"not-yaml":             "parse YAML",
-		"endpoint-credentials": "hub.endpoint: must not carry credentials",
-		"endpoint-no-host":     "hub.endpoint: must be an http(s) URL with a host",
-		"endpoint-query":       "hub.endpoint: must not carry a query",
-		"shared-target":        "tracks[0].target.repo_template: must contain {adapter}",
-		"dropin-shared-target": "tracks[0].target.repo_template: must contain {adapter}",
-		"target-collision":     `tracks[0].adapters[1]: pushes to the same target as tracks[0].adapters[0] ("acme/lora-{base_name}")`,
-		"branch-collision":     `tracks[0].adapters[1]: pushes to the same target as tracks[0].adapters[0] ("x/lora branch lorasync/{base_name}")`,
+		"literal-token":         "hub.token: a literal token is not allowed",
+		"unknown-key":           "'tracks[0].adapters[0]' has invalid keys: revison",
+		"unknown-top":           "top level has invalid keys: schedul",
+		"bad-adapter-repo":      "tracks[1].adapters[0].repo: want owner/name",
+		"bad-schedule":          "schedule: invalid spec",
+		"bad-duration":          "backoff_base",
+		"bad-size":              "unknown unit",
+		"two-targets":           "tracks[0].target: set exactly one of",
+		"follow-nothing":        "tracks[0].follow: nothing to follow",
+		"follow-commit-pinned":  "tracks[0].follow.commits: base.revision",
+		"bad-pattern":           "tracks[0].follow.discover.pattern: invalid regular expression",
+		"local-pr":              "tracks[0].target.pr: local and drop-in adapters",
+		"local-no-owner":        "tracks[0].target.owner",
+		"unknown-placeholder":   "tracks[0].target.repo_template: unknown placeholder {owner}",
+		"dup-track":             "tracks[1].name: duplicate track name",
+		"bad-enum":              `tracks[0].convert.head_transfer: must be one of lstsq, gram, got "magic"`,
+		"explicit-no-layers":    "tracks[0].convert.layers",
+		"similarity-no-file":    "tracks[0].convert.similarity_file",
+		"no-tracks":             "tracks: at least one track",
+		"concurrency-zero":      "concurrency: must be between 1 and 64",
+		"backoff-inverted":      "retry.backoff_max",
+		"cache-negative":        "cache.max_size: must not be negative",
+		"not-yaml":              "parse YAML",
+		"endpoint-credentials":  "hub.endpoint: must not carry credentials",
+		"endpoint-no-host":      "hub.endpoint: must be an http(s) URL with a host",
+		"endpoint-query":        "hub.endpoint: must not carry a query",
+		"shared-target":         "tracks[0].target.repo_template: must contain {adapter}",
+		"dropin-shared-target":  "tracks[0].target.repo_template: must contain {adapter}",
+		"target-collision":      `tracks[0].adapters[1]: pushes to the same target as tracks[0].adapters[0] ("acme/lora-{base_name}")`,
+		"branch-collision":      `tracks[0].adapters[1]: pushes to the same target as tracks[0].adapters[0] ("x/lora branch lorasync/{base_name}")`,
+		"cross-track-collision": `tracks[1].adapters[0]: pushes to the same target as tracks[0].adapters[0] ("acme/lora-latest")`,
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(cases) {
@@ -258,6 +259,35 @@ func TestCacheKeys(t *testing.T) {
 		}
 		if c.Cache != want {
 			t.Errorf("%q: Cache = %+v, want %+v", yaml, c.Cache, want)
+		}
+	}
+}
+
+// One adapter in two tracks is fine when the targets tell the tracks apart
+// (by base name over different bases, or by track), and refused when they
+// cannot (no base placeholder, or the same base repo); pull requests never
+// collide.
+func TestCrossTrackTargets(t *testing.T) {
+	track := func(name, base, target string) string {
+		return "  - {name: " + name + ", base: {repo: " + base + "}, follow: {commits: true}, adapters: [{repo: x/lora}], target: " + target + "}\n"
+	}
+	for _, tc := range []struct {
+		name, a, b string
+		ok         bool
+	}{
+		{"base name, other bases", track("s", "a/small", `{repo_template: "{adapter}-{base_name}"}`), track("l", "a/large", `{repo_template: "{adapter}-{base_name}"}`), true},
+		{"base name, same base", track("s", "a/small", `{repo_template: "{adapter}-{base_name}"}`), track("l", "a/small", `{repo_template: "{adapter}-{base_name}"}`), false},
+		{"track", track("s", "a/small", `{repo_template: "{adapter}-{track}"}`), track("l", "a/large", `{repo_template: "{adapter}-{track}"}`), true},
+		{"no base placeholder", track("s", "a/small", `{repo_template: "{adapter}-latest"}`), track("l", "a/large", `{repo_template: "{adapter}-latest"}`), false},
+		{"branch", track("s", "a/small", `{branch: "lorasync"}`), track("l", "a/large", `{branch: "lorasync"}`), false},
+		{"pull requests", track("s", "a/small", `{pr: true}`), track("l", "a/large", `{pr: true}`), true},
+	} {
+		_, err := Parse([]byte("tracks:\n"+tc.a+tc.b), t.TempDir())
+		if tc.ok && err != nil {
+			t.Errorf("%s: refused: %v", tc.name, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "the two tracks would replace each other's migrations")) {
+			t.Errorf("%s: err = %v, want the cross-track collision", tc.name, err)
 		}
 	}
 }

@@ -105,6 +105,7 @@ func (c *Config) Validate() error {
 		names[t.Name] = i
 		t.validate(&fe, p)
 	}
+	c.checkCrossTrackTargets(&fe)
 	return fe.err()
 }
 
@@ -203,37 +204,75 @@ func (t *Track) validate(fe *fieldErrors, p string) {
 // same {adapter}. Placeholders of the new base stay unexpanded: they are the
 // same for both. Drop-in adapters are only known at run time.
 func (t *Track) checkTargetCollisions(fe *fieldErrors, p string) {
-	tg := t.Target
-	if tg.PR || (tg.RepoTemplate == "" && tg.Branch == "") {
-		return // a pull request per push never overwrites another
-	}
 	seen := map[string]int{}
 	for j, a := range t.Adapters {
-		name, owner := filepath.Base(a.Path), ""
-		if !a.IsLocal() {
-			owner, name, _ = strings.Cut(a.Repo, "/")
-		}
-		expand := func(tmpl string) string {
-			return strings.NewReplacer("{adapter}", name, "{adapter_owner}", owner, "{track}", t.Name).Replace(tmpl)
-		}
-		var key string
-		if tg.RepoTemplate != "" {
-			key = expand(tg.RepoTemplate)
-			if !strings.Contains(key, "/") {
-				o := tg.Owner
-				if o == "" {
-					o = owner
-				}
-				key = o + "/" + key
-			}
-		} else {
-			key = a.Repo + " branch " + expand(tg.Branch)
+		key, ok := t.targetKey(a)
+		if !ok {
+			return
 		}
 		if k, dup := seen[key]; dup {
 			fe.add(fmt.Sprintf("%s.adapters[%d]", p, j), "pushes to the same target as %s.adapters[%d] (%q); put {adapter_owner} in the template or give the adapters distinct names", p, k, key)
 			continue
 		}
 		seen[key] = j
+	}
+}
+
+// targetKey is where the track pushes adapter a, with the new base's
+// placeholders unexpanded; ok is false for pull requests (one per push, so
+// never overwritten) and tracks without a target.
+func (t *Track) targetKey(a AdapterRef) (key string, ok bool) {
+	tg := t.Target
+	if tg.PR || (tg.RepoTemplate == "" && tg.Branch == "") {
+		return "", false
+	}
+	name, owner := filepath.Base(a.Path), ""
+	if !a.IsLocal() {
+		owner, name, _ = strings.Cut(a.Repo, "/")
+	}
+	expand := func(tmpl string) string {
+		return strings.NewReplacer("{adapter}", name, "{adapter_owner}", owner, "{track}", t.Name).Replace(tmpl)
+	}
+	if tg.RepoTemplate == "" {
+		return a.Repo + " branch " + expand(tg.Branch), true
+	}
+	key = expand(tg.RepoTemplate)
+	if !strings.Contains(key, "/") {
+		o := tg.Owner
+		if o == "" {
+			o = owner
+		}
+		key = o + "/" + key
+	}
+	return key, true
+}
+
+// checkCrossTrackTargets refuses adapters of two tracks that push to one
+// target whatever the new base: templates without {base_name} or
+// {base_owner} (the same adapter in two tracks over different bases, say),
+// or with them but over the same base repo. Their pushes would take turns
+// replacing each other. Collisions within a track are the track's check.
+func (c *Config) checkCrossTrackTargets(fe *fieldErrors) {
+	type place struct{ track, adapter int }
+	seen := map[string]place{}
+	for i := range c.Tracks {
+		t := &c.Tracks[i]
+		for j, a := range t.Adapters {
+			key, ok := t.targetKey(a)
+			if !ok {
+				break
+			}
+			if strings.Contains(key, "{base_") {
+				key += " over " + t.Base.Repo // the new bases' names differ with the track's
+			}
+			if prev, dup := seen[key]; dup && prev.track != i {
+				fe.add(fmt.Sprintf("tracks[%d].adapters[%d]", i, j), "pushes to the same target as tracks[%d].adapters[%d] (%q): the two tracks would replace each other's migrations; put {track} or {base_name} in a template", prev.track, prev.adapter, key)
+				continue
+			}
+			if _, dup := seen[key]; !dup {
+				seen[key] = place{i, j}
+			}
+		}
 	}
 }
 
