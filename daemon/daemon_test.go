@@ -171,14 +171,7 @@ func TestSIGHUPReloads(t *testing.T) {
 }
 
 func TestDropinDirWatchedLive(t *testing.T) {
-	h := newHarness(t, `
-tracks:
-  - name: t
-    base: {repo: org/base}
-    follow: {commits: true}
-    dropin_dirs: [dropin]
-    target: {repo_template: "{adapter}-{base_name}", owner: migrated}
-`)
+	h := newHarness(t, dropinTrack)
 	dropin := filepath.Join(h.dir, "dropin")
 	os.MkdirAll(dropin, 0o755)
 	h.hub.commit("org/base", "main", baseFiles("v0"))
@@ -341,14 +334,7 @@ func TestRunTalksToSystemd(t *testing.T) {
 // editing the file: a new adapter folder in it is migrated without waiting
 // for the next poll (the fake clock never brings one here).
 func TestSIGHUPReloadWatchesNewDropinDir(t *testing.T) {
-	track := `
-tracks:
-  - name: t
-    base: {repo: org/base}
-    follow: {commits: true}
-    dropin_dirs: [dropin]
-    target: {repo_template: "{adapter}-{base_name}", owner: migrated}
-`
+	track := dropinTrack
 	h := newHarness(t, track)
 	for _, dir := range []string{"dropin", "dropin2"} {
 		os.MkdirAll(filepath.Join(h.dir, dir), 0o755)

@@ -220,3 +220,13 @@ tracks:
 	h.runOnce()
 	return h, h.hub.commit("org/base", "main", baseFiles("v1"))
 }
+
+// runOnceInBackground starts d.RunOnce and returns where its error arrives.
+func runOnceInBackground(d *Daemon) <-chan error {
+	ran := make(chan error, 1)
+	go func() {
+		_, err := d.RunOnce(context.Background())
+		ran <- err
+	}()
+	return ran
+}

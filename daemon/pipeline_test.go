@@ -22,6 +22,17 @@ tracks:
     target: {repo_template: "{adapter}-{base_name}"}
 `
 
+// dropinTrack follows org/base's commits with the drop-in dir "dropin"
+// (relative to the harness dir) and pushes to migrated/{adapter}-{base_name}.
+const dropinTrack = `
+tracks:
+  - name: t
+    base: {repo: org/base}
+    follow: {commits: true}
+    dropin_dirs: [dropin]
+    target: {repo_template: "{adapter}-{base_name}", owner: migrated}
+`
+
 func TestNewCommitMigratedAndPushedOnce(t *testing.T) {
 	h := newHarness(t, oneAdapterTrack)
 	c0 := h.hub.commit("org/base", "main", baseFiles("v0"))
@@ -193,14 +204,7 @@ func TestReconcileIgnoresOtherMigrations(t *testing.T) {
 }
 
 func TestDropinAdapterRegisteredAndMigrated(t *testing.T) {
-	h := newHarness(t, `
-tracks:
-  - name: t
-    base: {repo: org/base}
-    follow: {commits: true}
-    dropin_dirs: [dropin]
-    target: {repo_template: "{adapter}-{base_name}", owner: migrated}
-`)
+	h := newHarness(t, dropinTrack)
 	h.hub.commit("org/base", "main", baseFiles("v0"))
 	dropin := filepath.Join(h.dir, "dropin")
 	writeAdapterDir(t, filepath.Join(dropin, "support-bot"), adapterFiles(8))

@@ -119,11 +119,7 @@ func TestOlderBaseNeverPushedOverNewerOnSharedTarget(t *testing.T) {
 		}
 	}
 	d := h.daemon(false)
-	ran := make(chan error, 1)
-	go func() {
-		_, err := d.RunOnce(context.Background())
-		ran <- err
-	}()
+	ran := runOnceInBackground(d)
 	<-entered
 	c3 := h.hub.commit("org/base-3", "main", baseFiles("v3"))
 	if rep := d.pollTrack(context.Background(), "t"); len(rep.NewJobs) != 1 {
@@ -201,11 +197,7 @@ tracks:
 		mu.Unlock()
 	}
 	d := h.daemon(false)
-	ran := make(chan error, 1)
-	go func() {
-		_, err := d.RunOnce(context.Background())
-		ran <- err
-	}()
+	ran := runOnceInBackground(d)
 	<-entered
 	eventually(t, "the other job done or held back", func() bool {
 		if strings.Contains(h.logs.String(), "job held back") {
@@ -265,11 +257,7 @@ func TestRunningOlderJobStoppedForNewerBaseOnSharedTarget(t *testing.T) {
 	conv := &stallingConverter{fakeConverter: h.conv, stall: "org/base-2", entered: make(chan struct{})}
 	h.realConv = conv
 	d := h.daemon(false)
-	ran := make(chan error, 1)
-	go func() {
-		_, err := d.RunOnce(context.Background())
-		ran <- err
-	}()
+	ran := runOnceInBackground(d)
 	<-conv.entered
 	c3 := h.hub.commit("org/base-3", "main", baseFiles("v3"))
 	if rep := d.pollTrack(context.Background(), "t"); len(rep.NewJobs) != 1 {
